@@ -34,6 +34,10 @@ pub struct NodeConfig {
     /// genesis `maxBlockTxs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_batch: Option<u32>,
+    /// Enables `POST /fault/isolate` and `/fault/heal` on the admin port, which cut and
+    /// restore this node's peer transport. For fault tests only; never enable in production.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fault_injection: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -1,0 +1,87 @@
+//! The leader's proposal pipeline. Client transactions queue here; a proposal takes
+//! whatever has queued (up to the batch limit) as soon as one of a few pipeline slots is free,
+//! so a quiet chain proposes at once and a busy one packs large blocks.
+
+use crate::ledger::{Batch, BatchOutcome, ChainCtx};
+use crate::raft::Raft;
+use medledger_api::crypto::Hash;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// Proposals in flight at once: enough to keep Raft's pipeline full on loopback.
+const PIPELINE: usize = 6;
+
+pub struct Committed {
+    pub height: u64,
+    pub index: u32,
+    pub code: i32,
+    pub reason: String,
+    pub tx_id: Hash,
+}
+
+pub type Reply = Result<Committed, String>;
+
+struct Pending {
+    raw: Vec<u8>,
+    reply: oneshot::Sender<Reply>,
+}
+
+#[derive(Clone)]
+pub struct Submitter {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Submitter {
+    pub fn start(raft: Raft, ctx: Arc<ChainCtx>, me: u64, key: ed25519_dalek::SigningKey, max_batch: usize) -> Submitter {
+        let (tx, rx) = mpsc::channel(max_batch * PIPELINE * 2);
+        tokio::spawn(run(raft, ctx, me, key, max_batch, rx));
+        Submitter { queue: tx }
+    }
+
+    /// Queues a transaction and waits until it is committed and applied.
+    pub async fn submit(&self, raw: Vec<u8>) -> Reply {
+        let (reply, rx) = oneshot::channel();
+        self.queue.send(Pending { raw, reply }).await.map_err(|_| "node is shutting down".to_string())?;
+        rx.await.map_err(|_| "proposal was dropped; retry".to_string())?
+    }
+}
+
+async fn run(raft: Raft, ctx: Arc<ChainCtx>, me: u64, key: ed25519_dalek::SigningKey, max_batch: usize, mut rx: mpsc::Receiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(PIPELINE));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let Some(first) = rx.recv().await else { return };
+        let mut items = vec![first];
+        while items.len() < max_batch {
+            match rx.try_recv() {
+                Ok(p) => items.push(p),
+                Err(_) => break,
+            }
+        }
+        let (raws, replies): (Vec<_>, Vec<_>) = items.into_iter().map(|p| (p.raw, p.reply)).unzip();
+        let batch = Batch::sign(&ctx, me, &key, raws, now_ms());
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match raft.client_write(batch).await {
+                Ok(resp) => deliver(resp.data, replies),
+                Err(e) => {
+                    let msg = format!("not committed: {e}; retry (the same transaction is safe to resubmit)");
+                    for r in replies {
+                        let _ = r.send(Err(msg.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn deliver(out: BatchOutcome, replies: Vec<oneshot::Sender<Reply>>) {
+    for (i, (r, ((code, reason), tx_id))) in replies.into_iter().zip(out.results.into_iter().zip(out.tx_ids)).enumerate() {
+        let _ = r.send(Ok(Committed { height: out.height, index: i as u32, code, reason, tx_id }));
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

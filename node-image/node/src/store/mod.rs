@@ -1,0 +1,273 @@
+//! The node's embedded transactional store (redb): one file holding the Raft log, blocks,
+//! state and the current snapshot, so a block and the state it produced commit atomically.
+
+pub mod log;
+pub mod state_machine;
+
+use crate::ledger::execute::{Changes, MEMBER_ROLE, StateRead};
+use medledger_api::crypto::Hash;
+use medledger_api::pb::Block;
+use prost::Message;
+use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::path::Path;
+use std::sync::Arc;
+
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+pub(crate) const BLOCK_HASHES: TableDefinition<u64, &[u8]> = TableDefinition::new("block_hashes");
+pub(crate) const TX_INDEX: TableDefinition<&[u8], (u64, u32)> = TableDefinition::new("tx_index");
+pub(crate) const NONCES: TableDefinition<&[u8], u64> = TableDefinition::new("nonces");
+pub(crate) const PARTICIPANTS: TableDefinition<&[u8], &str> = TableDefinition::new("participants");
+pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+
+pub(crate) const META_HEAD: &str = "head";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Db(#[from] redb::Error),
+    #[error("stored data cannot be decoded ({0}); the data directory is damaged")]
+    Codec(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+        }
+    )*};
+}
+from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serialize(v).expect("in-memory values serialize")
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+    bincode::deserialize(b).map_err(|e| StoreError::Codec(e.to_string()))
+}
+
+/// Where the chain stands. Blocks `1..=contiguous` and `anchor_height+1..=height` are stored;
+/// a gap between them exists only after installing a snapshot, until back-fill closes it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Head {
+    pub height: u64,
+    pub hash: Hash,
+    pub contiguous: u64,
+    pub anchor_height: u64,
+    pub anchor_hash: Hash,
+}
+
+impl Head {
+    pub fn genesis(genesis_hash: Hash) -> Head {
+        Head { height: 0, hash: genesis_hash, contiguous: 0, anchor_height: 0, anchor_hash: genesis_hash }
+    }
+    pub fn complete(&self) -> bool {
+        self.contiguous >= self.anchor_height
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) db: Arc<Database>,
+    genesis_hash: Hash,
+}
+
+impl Store {
+    pub fn open(dir: &Path, genesis_hash: Hash) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Db(redb::Error::Io(e)))?;
+        let db = Database::builder().set_cache_size(64 << 20).create(dir.join("ledger.redb"))?;
+        let txn = db.begin_write()?;
+        {
+            // Create every table up front so readers never see "table does not exist".
+            txn.open_table(LOG)?;
+            txn.open_table(BLOCKS)?;
+            txn.open_table(BLOCK_HASHES)?;
+            txn.open_table(TX_INDEX)?;
+            txn.open_table(NONCES)?;
+            txn.open_table(PARTICIPANTS)?;
+            txn.open_table(KV)?;
+            let mut meta = txn.open_table(META)?;
+            if meta.get(META_HEAD)?.is_none() {
+                meta.insert(META_HEAD, encode(&Head::genesis(genesis_hash)).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(Store { db: Arc::new(db), genesis_hash })
+    }
+
+    pub fn genesis_hash(&self) -> Hash {
+        self.genesis_hash
+    }
+
+    pub fn read(&self) -> Result<ReadView, StoreError> {
+        Ok(ReadView { txn: self.db.begin_read()? })
+    }
+
+    pub fn head(&self) -> Result<Head, StoreError> {
+        self.read()?.head()
+    }
+}
+
+pub(crate) fn get_meta<T: DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    match t.get(key)? {
+        Some(v) => Ok(Some(decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// A consistent read-only view of the store.
+pub struct ReadView {
+    txn: ReadTransaction,
+}
+
+impl ReadView {
+    pub fn head(&self) -> Result<Head, StoreError> {
+        let meta = self.txn.open_table(META)?;
+        get_meta(&meta, META_HEAD)?.ok_or_else(|| StoreError::Codec("missing head".into()))
+    }
+
+    pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        let t = self.txn.open_table(BLOCKS)?;
+        match t.get(height)? {
+            Some(v) => Block::decode(v.value()).map(Some).map_err(|e| StoreError::Codec(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    pub fn block_hash(&self, height: u64) -> Result<Option<Hash>, StoreError> {
+        let t = self.txn.open_table(BLOCK_HASHES)?;
+        Ok(t.get(height)?.and_then(|v| v.value().try_into().ok()))
+    }
+
+    pub fn tx_location(&self, id: &[u8]) -> Result<Option<(u64, u32)>, StoreError> {
+        let t = self.txn.open_table(TX_INDEX)?;
+        Ok(t.get(id)?.map(|v| v.value()))
+    }
+
+    pub fn kv(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = self.txn.open_table(KV)?;
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn try_nonce(&self, signer: &[u8]) -> Result<u64, StoreError> {
+        let t = self.txn.open_table(NONCES)?;
+        Ok(t.get(signer)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    pub fn try_role(&self, key: &[u8]) -> Result<Option<String>, StoreError> {
+        let t = self.txn.open_table(PARTICIPANTS)?;
+        Ok(t.get(key)?.map(|v| v.value().to_string()))
+    }
+
+    pub fn block_count(&self) -> Result<u64, StoreError> {
+        Ok(self.txn.open_table(BLOCKS)?.len()?)
+    }
+}
+
+/// Execution reads committed state; a read error here means the store itself is failing,
+/// and a node must not guess, so it stops rather than diverge.
+impl StateRead for ReadView {
+    fn nonce(&self, signer: &[u8]) -> u64 {
+        self.try_nonce(signer).expect("state store read failed")
+    }
+    fn participant_role(&self, key: &[u8]) -> Option<String> {
+        self.try_role(key).expect("state store read failed")
+    }
+}
+
+/// The same reads inside the write transaction that applies a block, so later blocks of one
+/// apply call see the writes of earlier ones.
+pub(crate) struct WriteView<'a>(pub &'a WriteTransaction);
+
+impl StateRead for WriteView<'_> {
+    fn nonce(&self, signer: &[u8]) -> u64 {
+        let t = self.0.open_table(NONCES).expect("nonces table");
+        t.get(signer).expect("state store read failed").map(|v| v.value()).unwrap_or(0)
+    }
+    fn participant_role(&self, key: &[u8]) -> Option<String> {
+        let t = self.0.open_table(PARTICIPANTS).expect("participants table");
+        t.get(key).expect("state store read failed").map(|v| v.value().to_string())
+    }
+}
+
+/// Writes a block, its hash and index entries, and the state changes it produced.
+pub(crate) fn write_block(
+    txn: &WriteTransaction,
+    block: &Block,
+    hash: &Hash,
+    changes: &Changes,
+) -> Result<(), StoreError> {
+    let height = block.header.as_ref().expect("executed block has a header").height;
+    txn.open_table(BLOCKS)?.insert(height, block.encode_to_vec().as_slice())?;
+    txn.open_table(BLOCK_HASHES)?.insert(height, hash.as_slice())?;
+    write_tx_index(txn, block, height, &changes.tx_index)?;
+    let mut nonces = txn.open_table(NONCES)?;
+    for (k, v) in &changes.nonces {
+        nonces.insert(k.as_slice(), *v)?;
+    }
+    let mut parts = txn.open_table(PARTICIPANTS)?;
+    for (k, v) in &changes.participants {
+        parts.insert(k.as_slice(), v.as_str())?;
+    }
+    let mut kv = txn.open_table(KV)?;
+    for (k, v) in &changes.kv {
+        kv.insert(k.as_str(), v.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Indexes transactions by id. The first accepted copy of a transaction wins, so a later
+/// replay (rejected) never hides where the transaction really committed.
+pub(crate) fn write_tx_index(
+    txn: &WriteTransaction,
+    block: &Block,
+    height: u64,
+    ids: &[(Hash, u32)],
+) -> Result<(), StoreError> {
+    let mut index = txn.open_table(TX_INDEX)?;
+    for (id, i) in ids {
+        let ok = block.results.get(*i as usize).map(|r| r.code == 0).unwrap_or(false);
+        let existing = index.get(id.as_slice())?.map(|v| v.value());
+        let keep_existing = match existing {
+            None => false,
+            Some((h, j)) => {
+                let blocks = txn.open_table(BLOCKS)?;
+                let prev_ok = blocks
+                    .get(h)?
+                    .and_then(|b| Block::decode(b.value()).ok())
+                    .and_then(|b| b.results.get(j as usize).map(|r| r.code == 0))
+                    .unwrap_or(false);
+                prev_ok || !ok
+            }
+        };
+        if !keep_existing {
+            index.insert(id.as_slice(), (height, *i))?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn put_head(txn: &WriteTransaction, head: &Head) -> Result<(), StoreError> {
+    txn.open_table(META)?.insert(META_HEAD, encode(head).as_slice())?;
+    Ok(())
+}
+
+pub(crate) fn read_head(txn: &WriteTransaction) -> Result<Head, StoreError> {
+    let meta = txn.open_table(META)?;
+    get_meta(&meta, META_HEAD)?.ok_or_else(|| StoreError::Codec("missing head".into()))
+}
+
+/// Role reported for a key: "member:<name>" for administrators, else the registered role.
+pub fn role_of(ctx: &crate::ledger::ChainCtx, view: &ReadView, key: &[u8]) -> Result<Option<String>, StoreError> {
+    if let Some(name) = ctx.admins.get(key) {
+        return Ok(Some(format!("{MEMBER_ROLE}:{name}")));
+    }
+    view.try_role(key)
+}

@@ -1,0 +1,247 @@
+//! The replicated state machine: applies committed batches as blocks, builds and installs
+//! snapshots. A block, its index entries, the state it changed and the applied log id are
+//! written in one fsynced transaction.
+
+use super::{
+    Head, KV, META, NONCES, PARTICIPANTS, Store, StoreError, WriteView, decode, encode, get_meta, put_head, read_head,
+    write_block,
+};
+use crate::ledger::execute::execute_batch;
+use crate::ledger::{BatchOutcome, ChainCtx};
+use crate::metrics::{Metrics, code_name};
+use crate::raft::{Node, NodeId, TypeConfig};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{Entry, EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership};
+use redb::{Durability, ReadableTable};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+const META_APPLIED: &str = "sm_applied";
+const META_MEMBERSHIP: &str = "sm_membership";
+const META_SNAPSHOT: &str = "sm_snapshot";
+
+/// The state carried in a snapshot. Blocks are not: a node that installs a snapshot fetches
+/// the blocks it lacks from its peers and checks them against the snapshot's head hash.
+#[derive(Serialize, Deserialize)]
+struct SnapshotState {
+    head: Head,
+    nonces: Vec<(Vec<u8>, u64)>,
+    participants: Vec<(Vec<u8>, String)>,
+    kv: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    store: Store,
+    ctx: Arc<ChainCtx>,
+    /// Publishes the head after every apply (for block streams, metrics, back-fill).
+    head_tx: watch::Sender<Head>,
+    metrics: Arc<Metrics>,
+}
+
+type SResult<T> = Result<T, StorageError<NodeId>>;
+
+fn sm_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+impl StateMachine {
+    pub fn new(store: Store, ctx: Arc<ChainCtx>, metrics: Arc<Metrics>) -> Result<(StateMachine, watch::Receiver<Head>), StoreError> {
+        let head = store.head()?;
+        let (head_tx, rx) = watch::channel(head);
+        Ok((StateMachine { store, ctx, head_tx, metrics }, rx))
+    }
+
+    pub fn head_sender(&self) -> watch::Sender<Head> {
+        self.head_tx.clone()
+    }
+
+    fn apply_sync(&self, entries: Vec<Entry<TypeConfig>>) -> Result<(Vec<BatchOutcome>, Head), StoreError> {
+        let mut w = self.store.db.begin_write()?;
+        w.set_durability(Durability::Immediate);
+        let mut head = read_head(&w)?;
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut last_applied = None;
+        let mut membership = None;
+        for entry in entries {
+            last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => outcomes.push(BatchOutcome::default()),
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                    outcomes.push(BatchOutcome::default());
+                }
+                EntryPayload::Normal(batch) => {
+                    let height = head.height + 1;
+                    let ex = execute_batch(
+                        &self.ctx,
+                        &WriteView(&w),
+                        &batch,
+                        height,
+                        &head.hash,
+                        entry.log_id.leader_id.term,
+                        entry.log_id.index,
+                    );
+                    write_block(&w, &ex.block, &ex.hash, &ex.changes)?;
+                    if head.contiguous == head.height {
+                        head.contiguous = height;
+                    }
+                    head.height = height;
+                    head.hash = ex.hash;
+                    outcomes.push(BatchOutcome {
+                        height,
+                        results: ex.block.results.iter().map(|r| (r.code, r.reason.clone())).collect(),
+                        tx_ids: ex.tx_ids,
+                    });
+                }
+            }
+        }
+        put_head(&w, &head)?;
+        {
+            let mut meta = w.open_table(META)?;
+            meta.insert(META_APPLIED, encode(&last_applied).as_slice())?;
+            if let Some(m) = membership {
+                meta.insert(META_MEMBERSHIP, encode(&m).as_slice())?;
+            }
+        }
+        w.commit()?;
+        Ok((outcomes, head))
+    }
+
+    fn build_snapshot_sync(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
+        let r = self.store.db.begin_read()?;
+        let meta_t = r.open_table(META)?;
+        let applied: Option<LogId<NodeId>> = get_meta::<Option<LogId<NodeId>>>(&meta_t, META_APPLIED)?.flatten();
+        let membership: StoredMembership<NodeId, Node> = get_meta(&meta_t, META_MEMBERSHIP)?.unwrap_or_default();
+        let head: Head = get_meta(&meta_t, super::META_HEAD)?.ok_or_else(|| StoreError::Codec("missing head".into()))?;
+        let mut state = SnapshotState { head, nonces: vec![], participants: vec![], kv: vec![] };
+        for item in r.open_table(NONCES)?.iter()? {
+            let (k, v) = item?;
+            state.nonces.push((k.value().to_vec(), v.value()));
+        }
+        for item in r.open_table(PARTICIPANTS)?.iter()? {
+            let (k, v) = item?;
+            state.participants.push((k.value().to_vec(), v.value().to_string()));
+        }
+        for item in r.open_table(KV)?.iter()? {
+            let (k, v) = item?;
+            state.kv.push((k.value().to_string(), v.value().to_vec()));
+        }
+        let data = encode(&state);
+        let snapshot_id = match applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, head.height),
+            None => format!("empty-{}", head.height),
+        };
+        let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id };
+        let mut w = self.store.db.begin_write()?;
+        w.set_durability(Durability::Immediate);
+        w.open_table(META)?.insert(META_SNAPSHOT, encode(&(meta.clone(), data.clone())).as_slice())?;
+        w.commit()?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+
+    fn install_snapshot_sync(&self, meta: &SnapshotMeta<NodeId, Node>, data: Vec<u8>) -> Result<Head, StoreError> {
+        let state: SnapshotState = decode(&data)?;
+        let mut w = self.store.db.begin_write()?;
+        w.set_durability(Durability::Immediate);
+        let own = read_head(&w)?;
+        {
+            let mut t = w.open_table(NONCES)?;
+            t.retain(|_, _| false)?;
+            for (k, v) in &state.nonces {
+                t.insert(k.as_slice(), *v)?;
+            }
+            let mut t = w.open_table(PARTICIPANTS)?;
+            t.retain(|_, _| false)?;
+            for (k, v) in &state.participants {
+                t.insert(k.as_slice(), v.as_str())?;
+            }
+            let mut t = w.open_table(KV)?;
+            t.retain(|_, _| false)?;
+            for (k, v) in &state.kv {
+                t.insert(k.as_str(), v.as_slice())?;
+            }
+        }
+        // Our own blocks below the snapshot stay; the gap above them is back-filled.
+        let head = Head {
+            height: state.head.height,
+            hash: state.head.hash,
+            contiguous: own.contiguous.min(state.head.height),
+            anchor_height: state.head.height,
+            anchor_hash: state.head.hash,
+        };
+        put_head(&w, &head)?;
+        {
+            let mut m = w.open_table(META)?;
+            m.insert(META_APPLIED, encode(&meta.last_log_id).as_slice())?;
+            m.insert(META_MEMBERSHIP, encode(&meta.last_membership).as_slice())?;
+            m.insert(META_SNAPSHOT, encode(&(meta.clone(), data)).as_slice())?;
+        }
+        w.commit()?;
+        Ok(head)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
+        tokio::task::block_in_place(|| self.build_snapshot_sync()).map_err(|e| StorageIOError::write_snapshot(None, &e).into())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> SResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>)> {
+        tokio::task::block_in_place(|| -> Result<_, StoreError> {
+            let r = self.store.db.begin_read()?;
+            let t = r.open_table(META)?;
+            let applied = get_meta::<Option<LogId<NodeId>>>(&t, META_APPLIED)?.flatten();
+            let membership = get_meta(&t, META_MEMBERSHIP)?.unwrap_or_default();
+            Ok((applied, membership))
+        })
+        .map_err(|e| StorageIOError::read_state_machine(&e).into())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> SResult<Vec<BatchOutcome>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<_> = entries.into_iter().collect();
+        let (outcomes, head) = tokio::task::block_in_place(|| self.apply_sync(entries)).map_err(sm_err)?;
+        self.head_tx.send_replace(head);
+        for o in &outcomes {
+            for (code, _) in &o.results {
+                self.metrics.transactions.with_label_values(&[code_name(*code)]).inc();
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta<NodeId, Node>, snapshot: Box<Cursor<Vec<u8>>>) -> SResult<()> {
+        let head = tokio::task::block_in_place(|| self.install_snapshot_sync(meta, snapshot.into_inner()))
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.head_tx.send_replace(head);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
+        tokio::task::block_in_place(|| -> Result<_, StoreError> {
+            let r = self.store.db.begin_read()?;
+            let t = r.open_table(META)?;
+            let snap: Option<(SnapshotMeta<NodeId, Node>, Vec<u8>)> = get_meta(&t, META_SNAPSHOT)?;
+            Ok(snap.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        })
+        .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+    }
+}

@@ -1,0 +1,5 @@
+//! medledger-operator: deploys and runs a consortium of hospitals' EMR ledger, private IPFS
+//! clusters and federated learning on Kubernetes.
+#![forbid(unsafe_code)]
+
+pub mod crd;
