@@ -21,8 +21,18 @@ pub struct Observed {
 }
 
 impl Observed {
-    pub fn new(type_: &'static str, status: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Observed { type_, status, reason: reason.into(), message: message.into() }
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Observed {
+            type_,
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -32,7 +42,12 @@ fn status_str(b: bool) -> &'static str {
 
 /// Merges what was observed into the current conditions. Conditions of other types are kept;
 /// `lastTransitionTime` is carried over unless the status flipped.
-pub fn merge(current: &[Condition], observed: &[Observed], generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
+pub fn merge(
+    current: &[Condition],
+    observed: &[Observed],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
     let mut out: Vec<Condition> = current
         .iter()
         .filter(|c| !observed.iter().any(|o| o.type_ == c.type_))
@@ -53,7 +68,11 @@ pub fn merge(current: &[Condition], observed: &[Observed], generation: Option<i6
             last_transition_time,
         });
     }
-    out.sort_by(|a, b| order(&a.type_).cmp(&order(&b.type_)).then(a.type_.cmp(&b.type_)));
+    out.sort_by(|a, b| {
+        order(&a.type_)
+            .cmp(&order(&b.type_))
+            .then(a.type_.cmp(&b.type_))
+    });
     out
 }
 
@@ -68,7 +87,9 @@ fn order(t: &str) -> u8 {
 
 /// Whether a condition of `type_` is `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
@@ -106,20 +127,44 @@ mod tests {
 
     #[test]
     fn transition_time_changes_only_when_status_flips() {
-        let first = merge(&[], &triple(Health::Progressing, "Deploying", "creating"), Some(1), t(0));
+        let first = merge(
+            &[],
+            &triple(Health::Progressing, "Deploying", "creating"),
+            Some(1),
+            t(0),
+        );
         assert_eq!(first.len(), 3);
         assert!(first.iter().all(|c| c.last_transition_time == Time(t(0))));
 
         // Same verdict, new message: no transition.
-        let second = merge(&first, &triple(Health::Progressing, "Deploying", "waiting for pod"), Some(1), t(10));
+        let second = merge(
+            &first,
+            &triple(Health::Progressing, "Deploying", "waiting for pod"),
+            Some(1),
+            t(10),
+        );
         assert!(second.iter().all(|c| c.last_transition_time == Time(t(0))));
         assert_eq!(find(&second, READY).unwrap().message, "waiting for pod");
 
         // Ready: Ready and Progressing flip, Degraded stays False with its old time.
-        let third = merge(&second, &triple(Health::Ready, "Running", "ok"), Some(2), t(20));
-        assert_eq!(find(&third, READY).unwrap().last_transition_time, Time(t(20)));
-        assert_eq!(find(&third, PROGRESSING).unwrap().last_transition_time, Time(t(20)));
-        assert_eq!(find(&third, DEGRADED).unwrap().last_transition_time, Time(t(0)));
+        let third = merge(
+            &second,
+            &triple(Health::Ready, "Running", "ok"),
+            Some(2),
+            t(20),
+        );
+        assert_eq!(
+            find(&third, READY).unwrap().last_transition_time,
+            Time(t(20))
+        );
+        assert_eq!(
+            find(&third, PROGRESSING).unwrap().last_transition_time,
+            Time(t(20))
+        );
+        assert_eq!(
+            find(&third, DEGRADED).unwrap().last_transition_time,
+            Time(t(0))
+        );
         assert_eq!(find(&third, READY).unwrap().observed_generation, Some(2));
         assert!(is_true(&third, READY));
         assert!(!is_true(&third, DEGRADED));
@@ -135,7 +180,12 @@ mod tests {
             observed_generation: None,
             last_transition_time: Time(t(0)),
         };
-        let merged = merge(&[custom.clone()], &triple(Health::Degraded, "Bad", "bad"), None, t(5));
+        let merged = merge(
+            &[custom.clone()],
+            &triple(Health::Degraded, "Bad", "bad"),
+            None,
+            t(5),
+        );
         let types: Vec<_> = merged.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, [READY, PROGRESSING, DEGRADED, "KeysGenerated"]);
         assert_eq!(merged[3], custom);

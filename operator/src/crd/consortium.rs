@@ -24,10 +24,23 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Chain", type_ = "string", json_path = ".spec.chainId"),
     printcolumn(name = "Suite", type_ = "string", json_path = ".spec.suite"),
     printcolumn(name = "Members", type_ = "integer", json_path = ".status.memberCount"),
-    printcolumn(name = "Local Ready", type_ = "integer", json_path = ".status.readyLocalMembers"),
+    printcolumn(
+        name = "Local Ready",
+        type_ = "integer",
+        json_path = ".status.readyLocalMembers"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Genesis", type_ = "string", json_path = ".status.genesisHash", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Genesis",
+        type_ = "string",
+        json_path = ".status.genesisHash",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -116,7 +129,10 @@ fn default_max_tx_bytes() -> u32 {
 
 impl Default for BlockLimits {
     fn default() -> Self {
-        BlockLimits { max_block_txs: default_max_block_txs(), max_tx_bytes: default_max_tx_bytes() }
+        BlockLimits {
+            max_block_txs: default_max_block_txs(),
+            max_tx_bytes: default_max_tx_bytes(),
+        }
     }
 }
 
@@ -299,18 +315,50 @@ spec:
     fn creation_rules_explain_what_to_fix() {
         type Mutation = Box<dyn Fn(&mut Value)>;
         let cases: Vec<(Mutation, &str)> = vec![
-            (Box::new(|o| o["spec"]["chainId"] = json!("Emr_Chain")), "chainId must be"),
-            (Box::new(|o| o["spec"]["chainId"] = json!("1emr")), "starting with a letter"),
-            (Box::new(|o| o["spec"]["members"][0]["name"] = json!("Hospital A")), "member name must be a DNS label"),
-            (Box::new(|o| o["spec"]["members"][0]["nodeKey"] = json!("abc")), "nodeKey must be 64 lower-case hex"),
-            (Box::new(|o| o["spec"]["members"][0]["nodeKey"] = json!("AB".repeat(32))), "nodeKey must be 64 lower-case hex"),
-            (Box::new(|o| o["spec"]["members"][0]["adminKey"] = json!("ab".repeat(33))), "adminKey must match spec.suite"),
-            (Box::new(|o| o["spec"]["members"][0]["endpoint"] = json!("node.example.org")), "endpoint must be host:port"),
-            (Box::new(|o| o["spec"]["members"][0]["endpoint"] = json!("node.example.org:70000")), "endpoint must be host:port"),
-            (Box::new(|o| o["spec"]["members"][0]["endpoint"] = json!("node.example.org:0")), "endpoint must be host:port"),
-            (Box::new(|o| o["spec"]["members"][0]["endpoint"] = json!("-bad.example.org:1")), "endpoint must be host:port"),
             (
-                Box::new(|o| o["spec"]["members"][1]["nodeKey"] = o["spec"]["members"][0]["nodeKey"].clone()),
+                Box::new(|o| o["spec"]["chainId"] = json!("Emr_Chain")),
+                "chainId must be",
+            ),
+            (
+                Box::new(|o| o["spec"]["chainId"] = json!("1emr")),
+                "starting with a letter",
+            ),
+            (
+                Box::new(|o| o["spec"]["members"][0]["name"] = json!("Hospital A")),
+                "member name must be a DNS label",
+            ),
+            (
+                Box::new(|o| o["spec"]["members"][0]["nodeKey"] = json!("abc")),
+                "nodeKey must be 64 lower-case hex",
+            ),
+            (
+                Box::new(|o| o["spec"]["members"][0]["nodeKey"] = json!("AB".repeat(32))),
+                "nodeKey must be 64 lower-case hex",
+            ),
+            (
+                Box::new(|o| o["spec"]["members"][0]["adminKey"] = json!("ab".repeat(33))),
+                "adminKey must match spec.suite",
+            ),
+            (
+                Box::new(|o| o["spec"]["members"][0]["endpoint"] = json!("node.example.org")),
+                "endpoint must be host:port",
+            ),
+            (
+                Box::new(|o| o["spec"]["members"][0]["endpoint"] = json!("node.example.org:70000")),
+                "endpoint must be host:port",
+            ),
+            (
+                Box::new(|o| o["spec"]["members"][0]["endpoint"] = json!("node.example.org:0")),
+                "endpoint must be host:port",
+            ),
+            (
+                Box::new(|o| o["spec"]["members"][0]["endpoint"] = json!("-bad.example.org:1")),
+                "endpoint must be host:port",
+            ),
+            (
+                Box::new(|o| {
+                    o["spec"]["members"][1]["nodeKey"] = o["spec"]["members"][0]["nodeKey"].clone()
+                }),
                 "two members list the same nodeKey",
             ),
         ];
@@ -334,13 +382,34 @@ spec:
     fn the_genesis_inputs_are_immutable() {
         type Mutation = Box<dyn Fn(&mut Value)>;
         let cases: Vec<(Mutation, &str)> = vec![
-            (Box::new(|o| o["spec"]["chainId"] = json!("other")), "chainId cannot change"),
-            (Box::new(|o| o["spec"]["suite"] = json!("sm")), "suite cannot change"),
-            (Box::new(|o| o["spec"]["blockLimits"]["maxBlockTxs"] = json!(10)), "blockLimits cannot change"),
-            (Box::new(|o| o["spec"]["members"][0]["name"] = json!("renamed")), "members cannot change"),
-            (Box::new(|o| o["spec"]["members"][0]["nodeKey"] = json!(key(ApiSuite::Ed25519))), "members cannot change"),
-            (Box::new(|o| o["spec"]["members"][1]["endpoint"] = json!("moved.example.org:7051")), "members cannot change"),
-            (Box::new(|o| o["spec"]["members"].as_array_mut().unwrap().truncate(1)), "members cannot change"),
+            (
+                Box::new(|o| o["spec"]["chainId"] = json!("other")),
+                "chainId cannot change",
+            ),
+            (
+                Box::new(|o| o["spec"]["suite"] = json!("sm")),
+                "suite cannot change",
+            ),
+            (
+                Box::new(|o| o["spec"]["blockLimits"]["maxBlockTxs"] = json!(10)),
+                "blockLimits cannot change",
+            ),
+            (
+                Box::new(|o| o["spec"]["members"][0]["name"] = json!("renamed")),
+                "members cannot change",
+            ),
+            (
+                Box::new(|o| o["spec"]["members"][0]["nodeKey"] = json!(key(ApiSuite::Ed25519))),
+                "members cannot change",
+            ),
+            (
+                Box::new(|o| o["spec"]["members"][1]["endpoint"] = json!("moved.example.org:7051")),
+                "members cannot change",
+            ),
+            (
+                Box::new(|o| o["spec"]["members"].as_array_mut().unwrap().truncate(1)),
+                "members cannot change",
+            ),
         ];
         let old = object("ed25519", 2);
         for (mutate, needle) in cases {
@@ -356,13 +425,28 @@ spec:
         let v = &crd["spec"]["versions"][0];
         assert_eq!(v["subresources"]["status"], json!({}));
         let spec = &v["schema"]["openAPIV3Schema"]["properties"]["spec"];
-        assert_eq!(spec["properties"]["members"]["x-kubernetes-list-type"], "map");
+        assert_eq!(
+            spec["properties"]["members"]["x-kubernetes-list-type"],
+            "map"
+        );
         assert_eq!(spec["properties"]["members"]["maxItems"], 256);
-        assert_eq!(spec["properties"]["blockLimits"]["properties"]["maxBlockTxs"]["maximum"], 100000.0);
-        assert_eq!(spec["properties"]["blockLimits"]["properties"]["maxTxBytes"]["minimum"], 256.0);
-        assert_eq!(spec["properties"]["suite"]["enum"], json!(["ed25519", "sm"]));
+        assert_eq!(
+            spec["properties"]["blockLimits"]["properties"]["maxBlockTxs"]["maximum"],
+            100000.0
+        );
+        assert_eq!(
+            spec["properties"]["blockLimits"]["properties"]["maxTxBytes"]["minimum"],
+            256.0
+        );
+        assert_eq!(
+            spec["properties"]["suite"]["enum"],
+            json!(["ed25519", "sm"])
+        );
         let status = &v["schema"]["openAPIV3Schema"]["properties"]["status"];
-        assert_eq!(status["properties"]["conditions"]["x-kubernetes-list-map-keys"], json!(["type"]));
+        assert_eq!(
+            status["properties"]["conditions"]["x-kubernetes-list-map-keys"],
+            json!(["type"])
+        );
         assert_eq!(crd["spec"]["names"]["shortNames"], json!(["cons"]));
         assert!(v["additionalPrinterColumns"].as_array().unwrap().len() >= 6);
     }

@@ -24,10 +24,18 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     doc = "A federated-learning worker: trains on this hospital's data and shares only model updates, or aggregates them at the research centre.",
     printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
-    printcolumn(name = "Node", type_ = "string", json_path = ".spec.ledgerNodeRef.name"),
+    printcolumn(
+        name = "Node",
+        type_ = "string",
+        json_path = ".spec.ledgerNodeRef.name"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Round", type_ = "integer", json_path = ".status.lastRound"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(

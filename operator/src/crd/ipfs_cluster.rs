@@ -23,11 +23,19 @@ use serde::{Deserialize, Serialize};
     status = "IpfsClusterStatus",
     derive = "PartialEq",
     doc = "A private IPFS cluster (kubo + ipfs-cluster) holding a hospital's encrypted records.",
-    printcolumn(name = "Consortium", type_ = "string", json_path = ".spec.consortiumRef.name"),
+    printcolumn(
+        name = "Consortium",
+        type_ = "string",
+        json_path = ".spec.consortiumRef.name"
+    ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -96,7 +104,10 @@ pub struct IpfsImages {
 
 impl Default for IpfsImages {
     fn default() -> Self {
-        IpfsImages { kubo: default_kubo(), cluster: default_cluster() }
+        IpfsImages {
+            kubo: default_kubo(),
+            cluster: default_cluster(),
+        }
     }
 }
 
@@ -119,8 +130,8 @@ pub struct TrustedPeer {
     #[x_kube(validation = Rule::new("self.matches('^(12D3KooW|Qm)[1-9A-HJ-NP-Za-km-z]+$|^bafz[a-z2-7]+$')").message("peerId must be a libp2p peer id such as 12D3KooW...; copy it from the peer's IpfsCluster status"))]
     pub peer_id: String,
     /// Multiaddresses of the peer, e.g. `/dns4/ipfs.hospital-b.example.org/tcp/4001`.
-    #[schemars(length(min = 1, max = 8))]
-    #[x_kube(validation = Rule::new("self.all(a, size(a) <= 256 && a.startsWith('/'))").message("each multiaddress must start with '/', e.g. /dns4/ipfs.hospital-b.example.org/tcp/4001"))]
+    #[schemars(length(min = 1, max = 8), inner(length(max = 256)))]
+    #[x_kube(validation = Rule::new("self.all(a, a.startsWith('/'))").message("each multiaddress must start with '/', e.g. /dns4/ipfs.hospital-b.example.org/tcp/4001"))]
     pub addresses: Vec<String>,
 }
 
@@ -176,9 +187,14 @@ spec:
         assert_rejected::<IpfsCluster>(&o, None, "replicationFactorMin must not exceed");
         let mut o = fixture();
         o["spec"]["replicationFactorMax"] = json!(5);
-        assert_rejected::<IpfsCluster>(&o, None, "replicationFactorMax is larger than the number of peers");
+        assert_rejected::<IpfsCluster>(
+            &o,
+            None,
+            "replicationFactorMax is larger than the number of peers",
+        );
         let mut o = fixture();
-        o["spec"]["trustedPeers"][0]["peerId"] = json!("not-a-peer-id-not-a-peer-id-not-a-peer-id-xxxxx");
+        o["spec"]["trustedPeers"][0]["peerId"] =
+            json!("not-a-peer-id-not-a-peer-id-not-a-peer-id-xxxxx");
         assert_rejected::<IpfsCluster>(&o, None, "peerId must be a libp2p peer id");
         let mut o = fixture();
         o["spec"]["trustedPeers"][0]["addresses"] = json!(["ipfs.example.org:4001"]);

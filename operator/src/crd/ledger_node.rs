@@ -23,14 +23,31 @@ use std::collections::BTreeMap;
     status = "LedgerNodeStatus",
     derive = "PartialEq",
     doc = "A validator node of a consortium ledger, run by the hospital that owns it. Its keys are generated in this namespace and never leave it; the status publishes the public member card.",
-    printcolumn(name = "Consortium", type_ = "string", json_path = ".spec.consortiumRef.name"),
+    printcolumn(
+        name = "Consortium",
+        type_ = "string",
+        json_path = ".spec.consortiumRef.name"
+    ),
     printcolumn(name = "Member", type_ = "string", json_path = ".spec.memberName"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Role", type_ = "string", json_path = ".status.ledger.role"),
     printcolumn(name = "Peers", type_ = "integer", json_path = ".status.ledger.peers"),
-    printcolumn(name = "In Sync", type_ = "boolean", json_path = ".status.ledger.inSync"),
-    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.memberCard.endpoint", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "In Sync",
+        type_ = "boolean",
+        json_path = ".status.ledger.inSync"
+    ),
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        json_path = ".status.memberCard.endpoint",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -89,9 +106,9 @@ pub struct LedgerNodeSpec {
     /// Overrides of other members' peer endpoints (`member name -> host:port`), e.g. to reach a
     /// member through a local Service or a VPN address instead of its genesis endpoint.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 256))]
-    #[x_kube(validation = Rule::new(format!("self.all(k, k.matches('{}') && size(self[k]) <= 261 && {})", crate::crd::rules::DNS_LABEL, crate::crd::rules::endpoint_expr("self[k]")))
-        .message("peerAddresses maps a member name (DNS label) to host:port with a port 1-65535, e.g. hospital-b: node.hospital-b.vpn:7051"))]
+    #[schemars(schema_with = "crate::crd::rules::endpoint_map_schema")]
+    #[x_kube(validation = Rule::new(format!("self.all(k, {})", crate::crd::rules::endpoint_expr("self[k]")))
+        .message("peerAddresses maps a member name to host:port with a port 1-65535, e.g. hospital-b: node.hospital-b.vpn:7051"))]
     pub peer_addresses: BTreeMap<String, String>,
 }
 
@@ -144,15 +161,15 @@ pub struct P2pSpec {
     #[schemars(range(min = 30000, max = 32767))]
     pub node_port: Option<i32>,
     /// Source ranges a `LoadBalancer` accepts (CIDRs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new("self.all(c, size(c) <= 64 && isCIDR(c))").message("p2p.loadBalancerSourceRanges must be CIDRs such as 203.0.113.0/24"))]
-    pub load_balancer_source_ranges: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 64)))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("p2p.loadBalancerSourceRanges must be CIDRs such as 203.0.113.0/24"))]
+    pub load_balancer_source_ranges: Vec<String>,
     /// Source ranges (CIDRs) of members outside this cluster, allowed to the peer port by the
     /// NetworkPolicy. Validators of the same consortium inside this cluster are always allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
-    #[x_kube(validation = Rule::new("self.all(c, size(c) <= 64 && isCIDR(c))").message("p2p.peerCIDRs must be CIDRs such as 198.51.100.7/32"))]
+    #[schemars(length(max = 256), inner(length(max = 64)))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("p2p.peerCIDRs must be CIDRs such as 198.51.100.7/32"))]
     #[serde(rename = "peerCIDRs")]
     pub peer_cidrs: Vec<String>,
 }
@@ -192,7 +209,11 @@ pub struct MonitoringSpec {
 
 impl Default for MonitoringSpec {
     fn default() -> Self {
-        MonitoringSpec { scraper: None, service_monitor: true, service_monitor_labels: BTreeMap::new() }
+        MonitoringSpec {
+            scraper: None,
+            service_monitor: true,
+            service_monitor_labels: BTreeMap::new(),
+        }
     }
 }
 
@@ -312,10 +333,22 @@ spec:
     fn creation_rules_explain_what_to_fix() {
         type Mutation = Box<dyn Fn(&mut Value)>;
         let cases: Vec<(Mutation, &str)> = vec![
-            (Box::new(|o| o["spec"]["memberName"] = json!("Hospital_A")), "memberName must be a DNS label"),
-            (Box::new(|o| o["spec"]["storage"]["size"] = json!("ten gigs")), "size must be a Kubernetes quantity"),
-            (Box::new(|o| o["spec"]["p2p"]["externalAddress"] = json!("node.example.org")), "p2p.externalAddress must be host:port"),
-            (Box::new(|o| o["spec"]["p2p"]["peerCIDRs"] = json!(["10.0.0.0/33"])), "p2p.peerCIDRs must be CIDRs"),
+            (
+                Box::new(|o| o["spec"]["memberName"] = json!("Hospital_A")),
+                "memberName must be a DNS label",
+            ),
+            (
+                Box::new(|o| o["spec"]["storage"]["size"] = json!("ten gigs")),
+                "size must be a Kubernetes quantity",
+            ),
+            (
+                Box::new(|o| o["spec"]["p2p"]["externalAddress"] = json!("node.example.org")),
+                "p2p.externalAddress must be host:port",
+            ),
+            (
+                Box::new(|o| o["spec"]["p2p"]["peerCIDRs"] = json!(["10.0.0.0/33"])),
+                "p2p.peerCIDRs must be CIDRs",
+            ),
             (
                 Box::new(|o| {
                     o["spec"]["p2p"]["serviceType"] = json!("ClusterIP");
@@ -330,9 +363,14 @@ spec:
                 }),
                 "loadBalancerSourceRanges needs serviceType LoadBalancer",
             ),
-            (Box::new(|o| o["spec"]["p2p"]["loadBalancerSourceRanges"] = json!(["nope"])), "must be CIDRs"),
-            (Box::new(|o| o["spec"]["peerAddresses"] = json!({"hospital-b": "b.example.org"})), "peerAddresses maps"),
-            (Box::new(|o| o["spec"]["peerAddresses"] = json!({"B": "b.example.org:7051"})), "peerAddresses maps"),
+            (
+                Box::new(|o| o["spec"]["p2p"]["loadBalancerSourceRanges"] = json!(["nope"])),
+                "must be CIDRs",
+            ),
+            (
+                Box::new(|o| o["spec"]["peerAddresses"] = json!({"hospital-b": "b.example.org"})),
+                "peerAddresses maps",
+            ),
         ];
         for (mutate, needle) in cases {
             let mut o = fixture();
@@ -348,14 +386,45 @@ spec:
     fn identity_and_storage_rules_on_update() {
         type Mutation = Box<dyn Fn(&mut Value)>;
         let cases: Vec<(Mutation, &str)> = vec![
-            (Box::new(|o| o["spec"]["consortiumRef"]["name"] = json!("other")), "consortiumRef cannot change"),
-            (Box::new(|o| o["spec"]["memberName"] = json!("hospital-b")), "memberName cannot change"),
-            (Box::new(|o| o["spec"]["storage"]["size"] = json!("5Gi")), "storage size cannot shrink"),
-            (Box::new(|o| o["spec"]["storage"]["size"] = json!("10000Mi")), "storage size cannot shrink"),
-            (Box::new(|o| o["spec"]["storage"]["storageClassName"] = json!("slow")), "storageClassName cannot change"),
-            (Box::new(|o| o["spec"]["storage"].as_object_mut().unwrap().remove("storageClassName").map(|_| ()).unwrap()), "storageClassName cannot change"),
-            (Box::new(|o| o["spec"]["nodeKeySecret"] = json!({"name": "mine"})), "nodeKeySecret cannot be added"),
-            (Box::new(|o| o["spec"]["adminKeySecret"] = json!({"name": "mine"})), "adminKeySecret cannot be added"),
+            (
+                Box::new(|o| o["spec"]["consortiumRef"]["name"] = json!("other")),
+                "consortiumRef cannot change",
+            ),
+            (
+                Box::new(|o| o["spec"]["memberName"] = json!("hospital-b")),
+                "memberName cannot change",
+            ),
+            (
+                Box::new(|o| o["spec"]["storage"]["size"] = json!("5Gi")),
+                "storage size cannot shrink",
+            ),
+            (
+                Box::new(|o| o["spec"]["storage"]["size"] = json!("10000Mi")),
+                "storage size cannot shrink",
+            ),
+            (
+                Box::new(|o| o["spec"]["storage"]["storageClassName"] = json!("slow")),
+                "storageClassName cannot change",
+            ),
+            (
+                Box::new(|o| {
+                    o["spec"]["storage"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("storageClassName")
+                        .map(|_| ())
+                        .unwrap()
+                }),
+                "storageClassName cannot change",
+            ),
+            (
+                Box::new(|o| o["spec"]["nodeKeySecret"] = json!({"name": "mine"})),
+                "nodeKeySecret cannot be added",
+            ),
+            (
+                Box::new(|o| o["spec"]["adminKeySecret"] = json!({"name": "mine"})),
+                "adminKeySecret cannot be added",
+            ),
         ];
         let old = fixture();
         for (mutate, needle) in cases {
@@ -373,8 +442,16 @@ spec:
         with_key["spec"]["nodeKeySecret"] = json!({"name": "mine"});
         let mut changed = with_key.clone();
         changed["spec"]["nodeKeySecret"] = json!({"name": "theirs"});
-        assert_rejected::<LedgerNode>(&changed, Some(&with_key), "nodeKeySecret cannot be added, removed or changed");
-        assert_rejected::<LedgerNode>(&old, Some(&with_key), "nodeKeySecret cannot be added, removed or changed");
+        assert_rejected::<LedgerNode>(
+            &changed,
+            Some(&with_key),
+            "nodeKeySecret cannot be added, removed or changed",
+        );
+        assert_rejected::<LedgerNode>(
+            &old,
+            Some(&with_key),
+            "nodeKeySecret cannot be added, removed or changed",
+        );
         assert_accepted::<LedgerNode>(&with_key, Some(&with_key));
     }
 
@@ -384,10 +461,24 @@ spec:
         let v = &crd["spec"]["versions"][0];
         assert_eq!(v["subresources"]["status"], json!({}));
         assert_eq!(crd["spec"]["names"]["shortNames"], json!(["ln"]));
-        let cols: Vec<_> = v["additionalPrinterColumns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
-        assert!(cols.contains(&"Role".to_string()) && cols.contains(&"Peers".to_string()), "{cols:?}");
+        let cols: Vec<_> = v["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            cols.contains(&"Role".to_string()) && cols.contains(&"Peers".to_string()),
+            "{cols:?}"
+        );
         let spec = &v["schema"]["openAPIV3Schema"]["properties"]["spec"];
-        assert_eq!(spec["properties"]["image"]["default"], "medledger/medledger:0.1.0");
-        assert_eq!(spec["properties"]["p2p"]["properties"]["nodePort"]["maximum"], 32767.0);
+        assert_eq!(
+            spec["properties"]["image"]["default"],
+            "medledger/medledger:0.1.0"
+        );
+        assert_eq!(
+            spec["properties"]["p2p"]["properties"]["nodePort"]["maximum"],
+            32767.0
+        );
     }
 }

@@ -18,8 +18,8 @@ pub use ipfs_cluster::*;
 pub use ledger_node::*;
 pub use training_schedule::*;
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -75,7 +75,10 @@ pub struct StorageSpec {
 
 impl StorageSpec {
     pub fn new(size: impl Into<String>) -> Self {
-        StorageSpec { size: size.into(), storage_class_name: None }
+        StorageSpec {
+            size: size.into(),
+            storage_class_name: None,
+        }
     }
 }
 
@@ -87,24 +90,46 @@ pub(crate) mod testing {
 
     fn schema<K: CustomResourceExt>() -> Value {
         let crd = K::crd();
-        serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
-            .unwrap()
+        serde_json::to_value(
+            crd.spec.versions[0]
+                .schema
+                .as_ref()
+                .unwrap()
+                .open_api_v3_schema
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap()
     }
 
     /// Messages of the rules `object` breaks (creation when `old` is None, else update).
     pub fn violations<K: CustomResourceExt>(object: &Value, old: Option<&Value>) -> Vec<String> {
         match kube::core::cel::Validator::new().validate(&schema::<K>(), object, old) {
             Ok(()) => vec![],
-            Err(errs) => errs.into_vec().into_iter().map(|e| format!("{}: {}", e.field_path, e.message)).collect(),
+            Err(errs) => errs
+                .into_vec()
+                .into_iter()
+                .map(|e| format!("{}: {}", e.field_path, e.message))
+                .collect(),
         }
     }
 
     /// Asserts that `object` passes, or breaks exactly rules whose messages contain `needle`.
     #[track_caller]
-    pub fn assert_rejected<K: CustomResourceExt>(object: &Value, old: Option<&Value>, needle: &str) {
+    pub fn assert_rejected<K: CustomResourceExt>(
+        object: &Value,
+        old: Option<&Value>,
+        needle: &str,
+    ) {
         let v = violations::<K>(object, old);
-        assert!(!v.is_empty(), "expected a violation mentioning {needle:?}, got none");
-        assert!(v.iter().any(|m| m.contains(needle)), "expected {needle:?} in {v:?}");
+        assert!(
+            !v.is_empty(),
+            "expected a violation mentioning {needle:?}, got none"
+        );
+        assert!(
+            v.iter().any(|m| m.contains(needle)),
+            "expected {needle:?} in {v:?}"
+        );
     }
 
     #[track_caller]

@@ -11,7 +11,10 @@ pub const ENDPOINT: &str = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9-]{0,61}
 /// CEL that is true when `expr` (a string) is a well-formed `host:port` with a port in 1..=65535.
 pub fn endpoint_expr(expr: &str) -> String {
     let port = format!("int({expr}.substring({expr}.lastIndexOf(':') + 1))");
-    format!("{expr}.matches('{}') && {port} >= 1 && {port} <= 65535", ENDPOINT.replace('\\', "\\\\"))
+    format!(
+        "{expr}.matches('{}') && {port} >= 1 && {port} <= 65535",
+        ENDPOINT.replace('\\', "\\\\")
+    )
 }
 
 /// `self` is a `host:port` endpoint.
@@ -37,7 +40,11 @@ pub fn hex_key(field: &str, hex_chars: usize, what: &str) -> Rule {
 
 /// `self` never changes once set.
 pub fn immutable(field: &str, why_and_fix: &str) -> Rule {
-    Rule::new("self == oldSelf").message(Message::Message(format!("{field} cannot change after creation: {why_and_fix}"))).reason(Reason::FieldValueForbidden)
+    Rule::new("self == oldSelf")
+        .message(Message::Message(format!(
+            "{field} cannot change after creation: {why_and_fix}"
+        )))
+        .reason(Reason::FieldValueForbidden)
 }
 
 /// An optional field of `self` that can be neither added, removed nor changed.
@@ -49,6 +56,16 @@ pub fn immutable_optional(field: &str, why_and_fix: &str) -> Rule {
     .reason(Reason::FieldValueForbidden)
 }
 
+/// Schema of a `string -> host:port` map with bounded sizes, so the API server can bound the
+/// cost of the CEL rule that checks every value.
+pub fn endpoint_map_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 256,
+        "additionalProperties": {"type": "string", "maxLength": 261},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,10 +75,26 @@ mod tests {
         // The genesis check is the authority; the CEL regex must not accept what it refuses
         // (the port range is checked by the CEL expression around the regex).
         let re = |s: &str| {
-            let port_ok = s.rsplit_once(':').and_then(|(_, p)| p.parse::<u32>().ok()).is_some_and(|p| (1..=65535).contains(&p));
+            let port_ok = s
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u32>().ok())
+                .is_some_and(|p| (1..=65535).contains(&p));
             regex_lite_match(ENDPOINT, s) && port_ok
         };
-        for s in ["a:1", "node-0.ns.svc.cluster.local:7051", "127.0.0.1:9000", "[::1]:80", "", "a", ":80", "a:", "a:70000", "-a:1", "a b:1", "h:0"] {
+        for s in [
+            "a:1",
+            "node-0.ns.svc.cluster.local:7051",
+            "127.0.0.1:9000",
+            "[::1]:80",
+            "",
+            "a",
+            ":80",
+            "a:",
+            "a:70000",
+            "-a:1",
+            "a b:1",
+            "h:0",
+        ] {
             assert_eq!(re(s), medledger_api::genesis::is_endpoint(s), "{s:?}");
         }
     }
@@ -70,6 +103,8 @@ mod tests {
     fn regex_lite_match(re: &str, s: &str) -> bool {
         let schema = serde_json::json!({"type": "object", "properties": {"e": {"type": "string"}},
             "x-kubernetes-validations": [{"rule": format!("self.e.matches('{}')", re.replace('\\', "\\\\"))}]});
-        kube::core::cel::Validator::new().validate(&schema, &serde_json::json!({"e": s}), None).is_ok()
+        kube::core::cel::Validator::new()
+            .validate(&schema, &serde_json::json!({"e": s}), None)
+            .is_ok()
     }
 }

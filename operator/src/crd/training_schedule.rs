@@ -24,8 +24,17 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
     printcolumn(name = "Round", type_ = "integer", json_path = ".status.currentRound"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Suspended",
+        type_ = "boolean",
+        json_path = ".spec.suspend",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -61,7 +70,7 @@ pub struct TrainingScheduleSpec {
     #[schemars(range(min = 1, max = 1000))]
     pub local_epochs: i32,
     /// Members that train (their FederatedWorkers with role Trainer take part).
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256), inner(length(max = 63)))]
     #[x_kube(validation = Rule::new(format!("self.all(p, p.matches('{}'))", crate::crd::rules::DNS_LABEL)).message("participants must be member names (DNS labels) of the consortium"))]
     pub participants: Vec<String>,
     /// A round completes when at least this many participants submitted an update.
