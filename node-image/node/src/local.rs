@@ -1,1 +1,279 @@
+//! A consortium of real `medledger node` processes on loopback, for the demo, the benchmark
+//! and the tests. Each node is a child process with its own data directory and log file.
 
+use anyhow::{Context, Result, bail};
+use medledger_api::config::{Listen, NodeConfig, RaftTuning};
+use medledger_api::crypto::Suite;
+use medledger_api::genesis::{BlockLimits, Genesis, GenesisSpec, MemberSpec};
+use medledger_api::keys::{SigningKey, save_new};
+use medledger_api::pb::{StatusRequest, StatusResponse, ledger_client::LedgerClient};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub suite: Suite,
+    pub snapshot_every: u64,
+    pub keep_after_snapshot: u64,
+    pub fault_injection: bool,
+    pub max_batch: Option<u32>,
+    pub max_block_txs: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            suite: Suite::Ed25519,
+            snapshot_every: RaftTuning::default().snapshot_every,
+            keep_after_snapshot: RaftTuning::default().keep_after_snapshot,
+            fault_injection: false,
+            max_batch: None,
+            max_block_txs: BlockLimits::default().max_block_txs,
+        }
+    }
+}
+
+pub struct LocalNode {
+    pub name: String,
+    pub node_id: u64,
+    pub config_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub api: String,
+    pub admin: String,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl LocalNode {
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api)
+    }
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+pub struct LocalConsortium {
+    pub dir: PathBuf,
+    pub nodes: Vec<LocalNode>,
+    /// Each member's administrator key (signs registrations).
+    pub admin_keys: Vec<SigningKey>,
+    pub genesis: Genesis,
+    bin: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl LocalConsortium {
+    /// Creates keys, genesis and configs for `n` hospitals under a fresh temporary directory.
+    pub fn create(bin: &Path, n: usize, opts: &Options) -> Result<LocalConsortium> {
+        let tmp = tempfile::Builder::new().prefix("medledger-local-").tempdir()?;
+        let mut c = Self::create_in(bin, tmp.path(), n, opts)?;
+        c._tmp = Some(tmp);
+        Ok(c)
+    }
+
+    pub fn create_in(bin: &Path, dir: &Path, n: usize, opts: &Options) -> Result<LocalConsortium> {
+        let mut members = Vec::new();
+        let mut admin_keys = Vec::new();
+        let mut node_keys = Vec::new();
+        let mut ports = Vec::new();
+        for i in 0..n {
+            let name = format!("hospital-{}", (b'a' + i as u8) as char);
+            let node_key = SigningKey::generate(Suite::Ed25519);
+            let admin = SigningKey::generate(opts.suite);
+            let (api, peer, admin_port) = (free_port()?, free_port()?, free_port()?);
+            members.push(MemberSpec {
+                name: name.clone(),
+                node_key: hex::encode(node_key.public()),
+                endpoint: format!("127.0.0.1:{peer}"),
+                admin_key: hex::encode(admin.public()),
+            });
+            node_keys.push((name, node_key));
+            admin_keys.push(admin);
+            ports.push((api, peer, admin_port));
+        }
+        let spec = GenesisSpec {
+            chain_id: "medledger-local".into(),
+            suite: opts.suite,
+            block_limits: BlockLimits { max_block_txs: opts.max_block_txs, ..Default::default() },
+            members,
+        };
+        let genesis = Genesis::from_spec(&spec)?;
+        std::fs::create_dir_all(dir)?;
+        let genesis_file = dir.join("genesis.json");
+        std::fs::write(&genesis_file, genesis.to_bytes())?;
+        std::fs::write(dir.join("genesis.yaml"), serde_yaml::to_string(&spec)?)?;
+        let mut nodes = Vec::new();
+        for ((name, key), (api, peer, admin)) in node_keys.into_iter().zip(ports) {
+            let ndir = dir.join(&name);
+            std::fs::create_dir_all(&ndir)?;
+            let key_file = ndir.join("node.key");
+            save_new(&key_file, &key)?;
+            let cfg = NodeConfig {
+                data_dir: ndir.join("data"),
+                genesis_file: genesis_file.clone(),
+                genesis_hash: Some(hex::encode(genesis.hash())),
+                node_key_file: key_file,
+                listen: Listen {
+                    api: format!("127.0.0.1:{api}"),
+                    peer: format!("127.0.0.1:{peer}"),
+                    admin: format!("127.0.0.1:{admin}"),
+                },
+                peer_addresses: Default::default(),
+                raft: RaftTuning {
+                    snapshot_every: opts.snapshot_every,
+                    keep_after_snapshot: opts.keep_after_snapshot,
+                    ..Default::default()
+                },
+                max_batch: opts.max_batch,
+                fault_injection: opts.fault_injection,
+            };
+            let config_path = ndir.join("node.yaml");
+            std::fs::write(&config_path, cfg.to_yaml())?;
+            let node_id = medledger_api::genesis::node_id(genesis.suite, &key.public());
+            nodes.push(LocalNode {
+                name,
+                node_id,
+                config_path,
+                data_dir: cfg.data_dir,
+                api: cfg.listen.api,
+                admin: cfg.listen.admin,
+                log_path: ndir.join("node.log"),
+                child: None,
+            });
+        }
+        Ok(LocalConsortium { dir: dir.to_path_buf(), nodes, admin_keys, genesis, bin: bin.to_path_buf(), _tmp: None })
+    }
+
+    pub fn start_all(&mut self) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            self.start(i)?;
+        }
+        Ok(())
+    }
+
+    pub fn start(&mut self, i: usize) -> Result<()> {
+        let node = &mut self.nodes[i];
+        if node.child.is_some() {
+            return Ok(());
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path)?;
+        let child = Command::new(&self.bin)
+            .arg("node")
+            .arg("--config")
+            .arg(&node.config_path)
+            .env("RUST_LOG", std::env::var("MEDLEDGER_NODE_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills a node with SIGKILL: no shutdown path runs.
+    pub fn kill(&mut self, i: usize) -> Result<()> {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit by itself (e.g. refusing to start) and returns its status.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.nodes[i].child.as_mut() {
+                if let Some(st) = c.try_wait()? {
+                    self.nodes[i].child = None;
+                    return Ok(Some(st));
+                }
+            } else {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(None)
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log_path).unwrap_or_default()
+    }
+
+    pub async fn client(&self, i: usize) -> Result<LedgerClient<Channel>> {
+        crate::cli::client::connect(&self.nodes[i].api_url()).await
+    }
+
+    pub async fn status(&self, i: usize) -> Result<StatusResponse> {
+        Ok(self.client(i).await?.status(StatusRequest {}).await?.into_inner())
+    }
+
+    /// Index of the node that a running majority agrees is leader.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if !n.is_running() {
+                    continue;
+                }
+                if let Ok(s) = self.status(i).await {
+                    if s.role == "leader" && s.node_id == n.node_id {
+                        return Ok(i);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no leader elected within {timeout:?}; see the node logs under {}", self.dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every running node reports `height >= h`, holds all blocks and is in sync.
+    pub async fn wait_height(&self, h: u64, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut all = true;
+            for (i, n) in self.nodes.iter().enumerate() {
+                if !n.is_running() {
+                    continue;
+                }
+                match self.status(i).await {
+                    Ok(s) if s.height >= h && s.in_sync => {}
+                    _ => all = false,
+                }
+            }
+            if all {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("nodes did not reach height {h} within {timeout:?}; see logs under {}", self.dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn index_of(&self, node_id: u64) -> Option<usize> {
+        self.nodes.iter().position(|n| n.node_id == node_id)
+    }
+
+    pub fn stop_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            let _ = self.kill(i);
+        }
+    }
+}
+
+impl Drop for LocalConsortium {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
