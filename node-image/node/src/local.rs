@@ -6,7 +6,9 @@ use medledger_api::config::{Listen, NodeConfig, RaftTuning};
 use medledger_api::crypto::Suite;
 use medledger_api::genesis::{BlockLimits, Genesis, GenesisSpec, MemberSpec};
 use medledger_api::keys::{SigningKey, save_new};
-use medledger_api::pb::{StatusRequest, StatusResponse, ledger_client::LedgerClient};
+use medledger_api::pb::{StatusRequest, StatusResponse, StreamBlocksRequest, ledger_client::LedgerClient};
+use std::collections::HashSet;
+use tokio_stream::StreamExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -259,6 +261,50 @@ impl LocalConsortium {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Reads every block from every running node. Returns whether all chains are identical,
+    /// the ids of the transactions accepted on chain, and the chain length.
+    pub async fn verify_chains(&self) -> Result<(bool, HashSet<Vec<u8>>, u64)> {
+        let suite = self.genesis.suite;
+        let mut chains = Vec::new();
+        let mut accepted = HashSet::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !n.is_running() {
+                continue;
+            }
+            let mut client = self.client(i).await?;
+            let mut stream = client.stream_blocks(StreamBlocksRequest { from_height: 1, follow: false }).await?.into_inner();
+            let mut hashes = Vec::new();
+            while let Some(b) = stream.next().await {
+                let b = b?;
+                if chains.is_empty() {
+                    let block = b.block.clone().unwrap_or_default();
+                    for (raw, r) in block.txs.iter().zip(&block.results) {
+                        if r.code == 0 {
+                            if let Ok((tx, _)) = medledger_api::tx::decode(raw) {
+                                accepted.insert(suite.hash(&tx.body).to_vec());
+                            }
+                        }
+                    }
+                }
+                hashes.push(b.hash);
+            }
+            chains.push(hashes);
+        }
+        let height = chains.first().map_or(0, |c| c.len() as u64);
+        Ok((chains.iter().all(|h| *h == chains[0]), accepted, height))
+    }
+
+    /// POSTs to a node's admin port (fault injection) or GETs a path; returns the body.
+    pub async fn admin_http(&self, i: usize, method: &str, path: &str) -> Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&self.nodes[i].admin).await?;
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok(out)
     }
 
     pub fn index_of(&self, node_id: u64) -> Option<usize> {

@@ -7,12 +7,10 @@ use crate::local::{LocalConsortium, Options};
 use anyhow::{Context, Result, bail};
 use medledger_api::crypto::Suite;
 use medledger_api::keys::SigningKey;
-use medledger_api::pb::{RegisterParticipant, StreamBlocksRequest, Put, tx_body::Op};
+use medledger_api::pb::{Put, RegisterParticipant, tx_body::Op};
 use rand::RngCore;
-use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio_stream::StreamExt;
 
 #[derive(Debug, Clone)]
 pub struct BenchArgs {
@@ -131,35 +129,6 @@ async fn etcd_load(etcd: &EtcdCluster, connections: usize, work: Vec<Vec<Vec<u8>
     Ok(load)
 }
 
-/// Reads every block from every node; returns whether all chains are identical and the ids
-/// of the transactions accepted on chain.
-async fn check_chains(c: &LocalConsortium, suite: Suite) -> Result<(bool, HashSet<Vec<u8>>, u64)> {
-    let mut chains = Vec::new();
-    let mut accepted = HashSet::new();
-    for i in 0..c.nodes.len() {
-        let mut client = c.client(i).await?;
-        let mut stream = client.stream_blocks(StreamBlocksRequest { from_height: 1, follow: false }).await?.into_inner();
-        let mut hashes = Vec::new();
-        while let Some(b) = stream.next().await {
-            let b = b?;
-            if i == 0 {
-                let block = b.block.clone().unwrap_or_default();
-                for (raw, r) in block.txs.iter().zip(&block.results) {
-                    if r.code == 0 {
-                        if let Ok((tx, _)) = medledger_api::tx::decode(raw) {
-                            accepted.insert(suite.hash(&tx.body).to_vec());
-                        }
-                    }
-                }
-            }
-            hashes.push(b.hash);
-        }
-        chains.push(hashes);
-    }
-    let height = chains[0].len() as u64;
-    Ok((chains.iter().all(|h| *h == chains[0]), accepted, height))
-}
-
 pub async fn run(bin: &Path, args: &BenchArgs) -> Result<serde_json::Value> {
     if args.nodes == 0 || args.clients == 0 || args.txs == 0 {
         bail!("--nodes, --clients and --txs must be at least 1");
@@ -191,7 +160,7 @@ pub async fn run(bin: &Path, args: &BenchArgs) -> Result<serde_json::Value> {
     let load = ledger_load(&url, args.connections, work).await?;
     let final_height = c.status(leader).await.map(|s| s.height).unwrap_or(0);
     c.wait_height(final_height, Duration::from_secs(120)).await.context("nodes did not converge after the load")?;
-    let (hashes_agree, accepted, height) = check_chains(&c, args.suite).await?;
+    let (hashes_agree, accepted, height) = c.verify_chains().await?;
     let lost = load.acked.iter().filter(|id| !accepted.contains(*id)).count();
     let tps = load.acked.len() as f64 / load.elapsed.as_secs_f64();
     let mut out = serde_json::json!({

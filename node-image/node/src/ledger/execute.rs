@@ -225,3 +225,140 @@ pub fn execute_batch(
     let hash = header_hash(ctx.suite, &header);
     Executed { block: Block { header: Some(header), txs: batch.txs.clone(), results }, hash, changes: ov.changes, tx_ids }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medledger_api::genesis::{BlockLimits, Genesis, GenesisSpec, MemberSpec};
+    use medledger_api::keys::SigningKey;
+    use medledger_api::pb::{Put, RegisterParticipant};
+    use prost::Message;
+    use std::collections::HashMap;
+
+    struct Fixture {
+        ctx: ChainCtx,
+        node: ed25519_dalek::SigningKey,
+        admin: SigningKey,
+    }
+
+    fn fixture(suite: Suite) -> Fixture {
+        let node = SigningKey::generate(Suite::Ed25519);
+        let admin = SigningKey::generate(suite);
+        let spec = GenesisSpec {
+            chain_id: "unit".into(),
+            suite,
+            block_limits: BlockLimits { max_block_txs: 100, max_tx_bytes: 1024 },
+            members: vec![MemberSpec {
+                name: "hospital-a".into(),
+                node_key: hex::encode(node.public()),
+                endpoint: "a:1".into(),
+                admin_key: hex::encode(admin.public()),
+            }],
+        };
+        let ctx = ChainCtx::new(Genesis::from_spec(&spec).unwrap());
+        Fixture { ctx, node: node.as_ed25519().unwrap().clone(), admin }
+    }
+
+    #[derive(Default)]
+    struct Mem {
+        nonces: HashMap<Vec<u8>, u64>,
+        roles: HashMap<Vec<u8>, String>,
+    }
+    impl StateRead for Mem {
+        fn nonce(&self, s: &[u8]) -> u64 {
+            self.nonces.get(s).copied().unwrap_or(0)
+        }
+        fn participant_role(&self, k: &[u8]) -> Option<String> {
+            self.roles.get(k).cloned()
+        }
+    }
+
+    fn run(f: &Fixture, state: &Mem, txs: Vec<Vec<u8>>) -> Executed {
+        let id = f.ctx.node_keys.keys().next().copied().unwrap();
+        let batch = Batch::sign(&f.ctx, id, &f.node, txs, 1000);
+        execute_batch(&f.ctx, state, &batch, 1, &f.ctx.genesis_hash, 1, 1)
+    }
+
+    fn put(_k: &SigningKey, _nonce: u64) -> Op {
+        Op::Put(Put { key: "k".into(), value: b"v".to_vec() })
+    }
+
+    fn codes(e: &Executed) -> Vec<i32> {
+        e.block.results.iter().map(|r| r.code).collect()
+    }
+
+    #[test]
+    fn every_rule_is_enforced_in_the_block() {
+        for suite in [Suite::Ed25519, Suite::Sm] {
+            let f = fixture(suite);
+            let patient = SigningKey::generate(suite);
+            let stranger = SigningKey::generate(suite);
+            let chain = f.ctx.chain_id.clone();
+            let reg = Op::RegisterParticipant(RegisterParticipant { public_key: patient.public(), role: "patient".into() });
+            let mut forged = medledger_api::pb::Transaction::decode(
+                medledger_api::tx::build(&f.admin, &chain, 9, put(&f.admin, 9)).as_slice(),
+            )
+            .unwrap();
+            forged.signature[0] ^= 1;
+            let txs = vec![
+                medledger_api::tx::build(&f.admin, &chain, 1, reg),                   // already registered
+                medledger_api::tx::build(&patient, &chain, 1, put(&patient, 1)),      // OK
+                medledger_api::tx::build(&patient, &chain, 1, put(&patient, 1)),      // replay within the block
+                medledger_api::tx::build(&stranger, &chain, 1, put(&stranger, 1)),    // unknown signer
+                medledger_api::tx::build(&patient, "other", 2, put(&patient, 2)),     // wrong chain
+                b"garbage".to_vec(),                                                  // malformed
+                vec![0u8; 2000],                                                      // oversized
+                prost::Message::encode_to_vec(&forged),                               // bad signature
+                medledger_api::tx::build(
+                    &patient,
+                    &chain,
+                    3,
+                    Op::RegisterParticipant(RegisterParticipant { public_key: stranger.public(), role: "clinician".into() }),
+                ), // unauthorized
+                medledger_api::tx::build(
+                    &f.admin,
+                    &chain,
+                    2,
+                    Op::RegisterParticipant(RegisterParticipant { public_key: stranger.public(), role: "wizard".into() }),
+                ), // invalid role
+            ];
+            let mut state = Mem::default();
+            state.roles.insert(patient.public(), "patient".into());
+            let e = run(&f, &state, txs);
+            use ResultCode::*;
+            assert_eq!(
+                codes(&e),
+                [Invalid, Ok, ReplayedNonce, UnknownSigner, WrongChain, Malformed, Oversized, BadSignature, Unauthorized, Invalid]
+                    .map(|c| c as i32)
+                    .to_vec(),
+                "{suite}: {:?}",
+                e.block.results
+            );
+            assert!(e.block.results.iter().skip(2).all(|r| !r.reason.is_empty()));
+            assert_eq!(e.changes.nonces.get(&patient.public()), Some(&3), "a rejected op still consumes its nonce");
+        }
+    }
+
+    #[test]
+    fn a_proposal_not_signed_by_a_validator_voids_its_transactions() {
+        let f = fixture(Suite::Ed25519);
+        let tx = medledger_api::tx::build(&f.admin, &f.ctx.chain_id, 1, put(&f.admin, 1));
+        let id = f.ctx.node_keys.keys().next().copied().unwrap();
+        let mut batch = Batch::sign(&f.ctx, id, &f.node, vec![tx], 5);
+        batch.proposer_sig[0] ^= 1;
+        let e = execute_batch(&f.ctx, &Mem::default(), &batch, 1, &f.ctx.genesis_hash, 1, 1);
+        assert_eq!(codes(&e), vec![ResultCode::Invalid as i32]);
+        assert!(e.changes.nonces.is_empty());
+    }
+
+    #[test]
+    fn execution_is_deterministic() {
+        let f = fixture(Suite::Ed25519);
+        let txs: Vec<_> = (1..=5).map(|n| medledger_api::tx::build(&f.admin, &f.ctx.chain_id, n, put(&f.admin, n))).collect();
+        let a = run(&f, &Mem::default(), txs.clone());
+        let b = run(&f, &Mem::default(), txs);
+        assert_eq!(a.hash, b.hash);
+        assert_eq!(a.changes, b.changes);
+        assert!(a.block.results.iter().all(|r| r.code == 0));
+    }
+}

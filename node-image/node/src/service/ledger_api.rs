@@ -14,6 +14,8 @@ use std::time::Instant;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+const SUBMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct LedgerService {
     pub node: Arc<Shared>,
@@ -56,7 +58,12 @@ impl Shared {
         }
         let leader = self.raft.metrics().borrow().current_leader;
         let resp = if leader == Some(self.me) {
-            let c = self.submitter.submit(raw).await.map_err(Status::unavailable)?;
+            // A leader cut off from its quorum cannot commit; answer rather than hang. The
+            // transaction may still commit later, and resubmitting it is safe.
+            let c = tokio::time::timeout(SUBMIT_TIMEOUT, self.submitter.submit(raw))
+                .await
+                .map_err(|_| Status::unavailable("not committed within 10 s (no quorum?); resubmitting the same transaction is safe"))?
+                .map_err(Status::unavailable)?;
             SubmitTxResponse { tx_id: c.tx_id.to_vec(), height: c.height, index: c.index, code: c.code, reason: c.reason }
         } else if let (Some(l), true) = (leader, may_forward) {
             let mut client = self.peers.client(l).map_err(|e| Status::unavailable(e.to_string()))?;

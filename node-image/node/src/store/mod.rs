@@ -110,6 +110,16 @@ impl Store {
     pub fn head(&self) -> Result<Head, StoreError> {
         self.read()?.head()
     }
+
+    /// Overwrites a stored block's bytes without any check. Exists for the tamper tests and
+    /// for forensics tooling; a node never calls it.
+    #[doc(hidden)]
+    pub fn raw_put_block(&self, height: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let w = self.db.begin_write()?;
+        w.open_table(BLOCKS)?.insert(height, bytes)?;
+        w.commit()?;
+        Ok(())
+    }
 }
 
 pub(crate) fn get_meta<T: DeserializeOwned>(

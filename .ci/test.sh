@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Every test of the project. The README's test command; .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Toolchain components (rustup is on every machine of this project's kind).
+if command -v rustup >/dev/null; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+
+echo "== format"
+cargo fmt --all --check
+echo "== lint"
+cargo clippy --workspace --all-targets -- -D warnings
+if [ -x operator/check-crds.sh ]; then
+  echo "== generated CRDs match the code"
+  operator/check-crds.sh
+fi
+echo "== tests"
+cargo test --workspace
