@@ -3,4 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod crd;
+pub mod keys;
+pub mod lease;
+pub mod metrics;
 pub mod resources;
+pub mod telemetry;

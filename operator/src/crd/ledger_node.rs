@@ -67,6 +67,12 @@ pub struct LedgerNodeSpec {
     )]
     pub member_name: String,
 
+    /// Crypto suite of the consortium this node joins: the admin key is generated in it. Must
+    /// equal the Consortium's `suite`.
+    #[serde(default)]
+    #[x_kube(validation = crate::crd::rules::immutable("suite", "the admin key was generated in this suite; create a new LedgerNode for another suite"))]
+    pub suite: super::Suite,
+
     /// The volume of the node's store (Raft log, blocks, state). It is kept when the
     /// LedgerNode is deleted.
     pub storage: StorageSpec,
