@@ -27,7 +27,7 @@ pub struct LeaseConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
     /// Write this Lease (create it when it has no resourceVersion): we take or keep the lead.
-    Write(Lease),
+    Write(Box<Lease>),
     /// Another replica holds a live lease.
     Wait { holder: String },
 }
@@ -66,7 +66,7 @@ pub fn decide(current: Option<&Lease>, cfg: &LeaseConfig, now: Timestamp) -> Dec
             ..Default::default()
         }),
     };
-    Decision::Write(lease)
+    Decision::Write(Box::new(lease))
 }
 
 /// One round: read the Lease, decide, write. `Ok(true)` when we hold it afterwards.
@@ -154,7 +154,7 @@ mod tests {
 
     fn written(d: Decision) -> Lease {
         match d {
-            Decision::Write(l) => l,
+            Decision::Write(l) => *l,
             other => panic!("expected a write, got {other:?}"),
         }
     }

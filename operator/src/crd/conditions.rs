@@ -181,7 +181,7 @@ mod tests {
             last_transition_time: Time(t(0)),
         };
         let merged = merge(
-            &[custom.clone()],
+            std::slice::from_ref(&custom),
             &triple(Health::Degraded, "Bad", "bad"),
             None,
             t(5),

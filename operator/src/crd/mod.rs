@@ -3,6 +3,9 @@
 //! so the API server rejects a bad object before any controller sees it; every rule carries a
 //! message that says what to fix. The same rules are evaluated client-side in the unit tests.
 
+// `#[kube(printcolumn(..))]` repeats `type_ = ..` by design; clippy mistakes it for a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod conditions;
 pub mod consortium;
 pub mod federated_worker;

@@ -1,0 +1,261 @@
+//! Wiring: the client, the admin server, the leader lease, both controllers and the status
+//! poller, and graceful shutdown on SIGTERM.
+
+use crate::admin::{AdminState, router};
+use crate::controllers::{self, Context};
+use crate::crd::{Consortium, LedgerNode};
+use crate::lease::{self, LeaseConfig};
+use crate::metrics::Metrics;
+use crate::resources::network_policy::OperatorPeer;
+use crate::resources::{FIELD_MANAGER, LABEL_MANAGED_BY};
+use crate::telemetry::{self, LogFormat};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Client, Resource, ResourceExt};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "medledger-operator",
+    version,
+    about = "Kubernetes operator of medledger consortium ledgers"
+)]
+pub struct Args {
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text", env = "MEDLEDGER_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Address of the admin server (/metrics, /live, /ready).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Run the controllers only while holding a Lease (set when more than one replica runs).
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "medledger-operator")]
+    pub lease_name: String,
+    /// The operator's own namespace (Lease, NetworkPolicy access to node APIs).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+    /// This replica's identity (Lease holder, event reporter).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Seconds between gRPC Status polls of each node.
+    #[arg(long, default_value_t = 15)]
+    pub poll_interval: u64,
+}
+
+type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
+
+fn shutdown_signal() -> ShutdownSignal {
+    async {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => futures::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term => {},
+        }
+        tracing::info!("shutdown requested; finishing running reconciles");
+    }
+    .boxed()
+    .shared()
+}
+
+fn managed() -> watcher::Config {
+    watcher::Config::default()
+        .labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"))
+        .any_semantic()
+}
+
+fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    let client = Client::try_default().await?;
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let shutdown = shutdown_signal();
+
+    let listener = tokio::net::TcpListener::bind(args.admin_addr).await?;
+    tracing::info!(addr = %args.admin_addr, "admin server listening");
+    let admin = tokio::spawn(
+        axum::serve(
+            listener,
+            router(AdminState {
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+            }),
+        )
+        .with_graceful_shutdown(shutdown.clone())
+        .into_future(),
+    );
+
+    let identity = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("medledger-operator-{}", std::process::id()));
+    let lease_lost: BoxFuture<'static, ()> = if args.leader_elect {
+        let namespace = args.pod_namespace.clone().ok_or_else(|| {
+            anyhow::anyhow!("--leader-elect needs --pod-namespace (or POD_NAMESPACE)")
+        })?;
+        let cfg = LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace,
+            identity: identity.clone(),
+            duration: Duration::from_secs(15),
+            retry: Duration::from_secs(5),
+        };
+        tokio::select! {
+            lost = lease::acquire(client.clone(), cfg) => lost.boxed(),
+            _ = shutdown.clone() => return Ok(()),
+        }
+    } else {
+        futures::future::pending().boxed()
+    };
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        OperatorPeer {
+            namespace: args.pod_namespace.clone(),
+        },
+        Some(identity),
+    ));
+    let ns = args.namespace.as_deref();
+
+    // LedgerNode controller: owns its children, and wakes up when its Consortium changes.
+    let nodes = Controller::new(
+        api::<DeserializeGuard<LedgerNode>>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    );
+    let node_store = nodes.store();
+    let by_consortium = node_store.clone();
+    let nodes = nodes
+        .owns(api::<StatefulSet>(&client, ns), managed())
+        .owns(api::<Service>(&client, ns), managed())
+        .owns(api::<ConfigMap>(&client, ns), managed())
+        .owns(api::<NetworkPolicy>(&client, ns), managed())
+        .watches(
+            api::<DeserializeGuard<Consortium>>(&client, ns),
+            watcher::Config::default().any_semantic(),
+            move |c| {
+                let (name, namespace) = (c.name_any(), c.namespace());
+                by_consortium
+                    .state()
+                    .into_iter()
+                    .filter(|g| {
+                        g.0.as_ref()
+                            .is_ok_and(|n| n.spec.consortium_ref.name == name)
+                            && g.namespace() == namespace
+                    })
+                    .map(|g| ObjectRef::from_obj(g.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            controllers::ledger_node::reconcile,
+            controllers::ledger_node::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "ledgernode controller");
+            }
+        });
+
+    // Consortium controller: owns the genesis ConfigMap and the PDB; member readiness follows
+    // the LedgerNodes that serve it.
+    let consortia = Controller::new(
+        api::<DeserializeGuard<Consortium>>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    );
+    let consortium_store = consortia.store();
+    let consortia = consortia
+        .owns(api::<ConfigMap>(&client, ns), managed())
+        .owns(api::<PodDisruptionBudget>(&client, ns), managed())
+        .watches(
+            api::<DeserializeGuard<LedgerNode>>(&client, ns),
+            watcher::Config::default().any_semantic(),
+            |g| {
+                let namespace = g.namespace();
+                g.0.as_ref().ok().map(|n| {
+                    let r =
+                        ObjectRef::<DeserializeGuard<Consortium>>::new(&n.spec.consortium_ref.name);
+                    match namespace {
+                        Some(ns) => r.within(&ns),
+                        None => r,
+                    }
+                })
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            controllers::consortium::reconcile,
+            controllers::consortium::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "consortium controller");
+            }
+        });
+
+    {
+        let (ready, node_store, consortium_store) =
+            (ready.clone(), node_store.clone(), consortium_store.clone());
+        tokio::spawn(async move {
+            if node_store.wait_until_ready().await.is_ok()
+                && consortium_store.wait_until_ready().await.is_ok()
+            {
+                tracing::info!("watches synced; ready");
+                ready.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    let poller = tokio::spawn(controllers::poller::run(
+        ctx.clone(),
+        node_store,
+        Duration::from_secs(args.poll_interval),
+    ));
+
+    tokio::select! {
+        _ = futures::future::join(nodes, consortia) => {}
+        _ = lease_lost => {
+            poller.abort();
+            anyhow::bail!("lost the leader lease; exiting so that a standby takes over");
+        }
+    }
+    poller.abort();
+    ready.store(false, Ordering::Relaxed);
+    let _ = admin.await;
+    tracing::info!("stopped");
+    Ok(())
+}
