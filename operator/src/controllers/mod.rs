@@ -5,6 +5,8 @@
 pub mod consortium;
 pub mod ledger_node;
 pub mod poller;
+#[cfg(test)]
+pub mod testing;
 
 use crate::metrics::Metrics;
 use crate::resources::FIELD_MANAGER;
