@@ -1,6 +1,9 @@
 //! Compiles the .proto files with protox (pure Rust), so no `protoc` is needed on the machine.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/medledger/v1/ledger.proto", "proto/medledger/v1/peer.proto"];
+    let files = [
+        "proto/medledger/v1/ledger.proto",
+        "proto/medledger/v1/peer.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

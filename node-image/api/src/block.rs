@@ -43,12 +43,21 @@ pub fn tx_root(suite: Suite, txs: &[Vec<u8>]) -> Hash {
 }
 
 pub fn results_root(suite: Suite, results: &[TxResult]) -> Hash {
-    let leaves: Vec<Hash> = results.iter().map(|r| suite.hash(&r.encode_to_vec())).collect();
+    let leaves: Vec<Hash> = results
+        .iter()
+        .map(|r| suite.hash(&r.encode_to_vec()))
+        .collect();
     merkle_root(suite, &leaves)
 }
 
 /// What a proposer signs: it commits to the batch, not to results it cannot know yet.
-pub fn proposal_digest(suite: Suite, chain_id: &str, proposer: u64, timestamp_ms: i64, tx_root: &Hash) -> Hash {
+pub fn proposal_digest(
+    suite: Suite,
+    chain_id: &str,
+    proposer: u64,
+    timestamp_ms: i64,
+    tx_root: &Hash,
+) -> Hash {
     suite.hash_parts(&[
         b"medledger-proposal",
         chain_id.as_bytes(),
@@ -94,13 +103,19 @@ pub fn verify_block(
 ) -> Result<Hash, BlockError> {
     let h = block.header.as_ref().ok_or(BlockError::NoHeader)?;
     if h.height != expected_height {
-        return Err(BlockError::Height { expected: expected_height, found: h.height });
+        return Err(BlockError::Height {
+            expected: expected_height,
+            found: h.height,
+        });
     }
     if h.prev_hash.as_slice() != prev_hash {
         return Err(BlockError::PrevHash);
     }
     if block.txs.len() != block.results.len() {
-        return Err(BlockError::ResultCount { txs: block.txs.len(), results: block.results.len() });
+        return Err(BlockError::ResultCount {
+            txs: block.txs.len(),
+            results: block.results.len(),
+        });
     }
     let root = tx_root(suite, &block.txs);
     if h.tx_root.as_slice() != root {
@@ -111,7 +126,8 @@ pub fn verify_block(
     }
     let key = proposer_key(h.proposer).ok_or(BlockError::UnknownProposer(h.proposer))?;
     let digest = proposal_digest(suite, chain_id, h.proposer, h.timestamp_ms, &root);
-    crate::crypto::verify_ed25519(&key, &digest, &h.proposer_sig).map_err(|_| BlockError::ProposerSignature)?;
+    crate::crypto::verify_ed25519(&key, &digest, &h.proposer_sig)
+        .map_err(|_| BlockError::ProposerSignature)?;
     Ok(header_hash(suite, h))
 }
 

@@ -61,7 +61,8 @@ impl Suite {
         match self {
             Suite::Ed25519 => {
                 let arr: [u8; 32] = public.try_into().map_err(|_| CryptoError::BadPublicKey)?;
-                ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| CryptoError::BadPublicKey)?;
+                ed25519_dalek::VerifyingKey::from_bytes(&arr)
+                    .map_err(|_| CryptoError::BadPublicKey)?;
             }
             Suite::Sm => {
                 sm2::dsa::VerifyingKey::from_sec1_bytes(SM2_DISTID, public)
@@ -79,7 +80,8 @@ impl Suite {
                 use sm2::dsa::signature::Verifier;
                 let vk = sm2::dsa::VerifyingKey::from_sec1_bytes(SM2_DISTID, public)
                     .map_err(|_| CryptoError::BadPublicKey)?;
-                let sig = sm2::dsa::Signature::from_slice(sig).map_err(|_| CryptoError::BadSignature)?;
+                let sig =
+                    sm2::dsa::Signature::from_slice(sig).map_err(|_| CryptoError::BadSignature)?;
                 vk.verify(msg, &sig).map_err(|_| CryptoError::BadSignature)
             }
         }
@@ -105,9 +107,11 @@ impl std::fmt::Display for Suite {
 
 pub fn verify_ed25519(public: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), CryptoError> {
     let arr: [u8; 32] = public.try_into().map_err(|_| CryptoError::BadPublicKey)?;
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| CryptoError::BadPublicKey)?;
+    let vk =
+        ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| CryptoError::BadPublicKey)?;
     let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|_| CryptoError::BadSignature)?;
-    vk.verify_strict(msg, &sig).map_err(|_| CryptoError::BadSignature)
+    vk.verify_strict(msg, &sig)
+        .map_err(|_| CryptoError::BadSignature)
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -135,7 +139,10 @@ mod tests {
             assert_eq!(k.public().len(), suite.public_key_len());
             suite.check_public_key(&k.public()).unwrap();
             suite.verify(&k.public(), b"hello", &sig).unwrap();
-            assert_eq!(suite.verify(&k.public(), b"hellO", &sig), Err(CryptoError::BadSignature));
+            assert_eq!(
+                suite.verify(&k.public(), b"hellO", &sig),
+                Err(CryptoError::BadSignature)
+            );
             assert!(suite.verify(&[1, 2, 3], b"hello", &sig).is_err());
             assert!(suite.verify(&k.public(), b"hello", &sig[1..]).is_err());
         }
@@ -152,6 +159,9 @@ mod tests {
             hex::encode(Suite::Sm.hash(b"abc")),
             "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
         );
-        assert_ne!(Suite::Ed25519.hash_parts(&[b"ab", b"c"]), Suite::Ed25519.hash_parts(&[b"a", b"bc"]));
+        assert_ne!(
+            Suite::Ed25519.hash_parts(&[b"ab", b"c"]),
+            Suite::Ed25519.hash_parts(&[b"a", b"bc"])
+        );
     }
 }

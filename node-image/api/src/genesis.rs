@@ -43,7 +43,10 @@ fn default_max_tx_bytes() -> u32 {
 
 impl Default for BlockLimits {
     fn default() -> Self {
-        BlockLimits { max_block_txs: DEFAULT_MAX_BLOCK_TXS, max_tx_bytes: DEFAULT_MAX_TX_BYTES }
+        BlockLimits {
+            max_block_txs: DEFAULT_MAX_BLOCK_TXS,
+            max_tx_bytes: DEFAULT_MAX_TX_BYTES,
+        }
     }
 }
 
@@ -87,25 +90,39 @@ pub struct Member {
 pub enum GenesisError {
     #[error("cannot parse the genesis spec: {0}")]
     Parse(String),
-    #[error("chainId {0:?} is invalid: use 1-63 lower-case letters, digits and '-', starting with a letter")]
+    #[error(
+        "chainId {0:?} is invalid: use 1-63 lower-case letters, digits and '-', starting with a letter"
+    )]
     ChainId(String),
-    #[error("the consortium has no members: list at least one member with name, nodeKey, endpoint and adminKey")]
+    #[error(
+        "the consortium has no members: list at least one member with name, nodeKey, endpoint and adminKey"
+    )]
     NoMembers,
     #[error("member name {0:?} is invalid: use a DNS label (1-63 lower-case letters, digits, '-')")]
     MemberName(String),
     #[error("member {0:?} is listed twice: member names must be unique")]
     DuplicateMember(String),
-    #[error("member {member:?}: nodeKey is not a hex Ed25519 public key (64 hex characters): {reason}")]
+    #[error(
+        "member {member:?}: nodeKey is not a hex Ed25519 public key (64 hex characters): {reason}"
+    )]
     NodeKey { member: String, reason: String },
     #[error("member {member:?}: adminKey is not a hex {suite} public key: {reason}")]
-    AdminKey { member: String, suite: Suite, reason: String },
+    AdminKey {
+        member: String,
+        suite: Suite,
+        reason: String,
+    },
     #[error("members {0:?} and {1:?} share a node key: every validator needs its own key")]
     DuplicateNodeKey(String, String),
-    #[error("member {member:?}: endpoint {endpoint:?} is not host:port with a port from 1 to 65535")]
+    #[error(
+        "member {member:?}: endpoint {endpoint:?} is not host:port with a port from 1 to 65535"
+    )]
     Endpoint { member: String, endpoint: String },
     #[error("blockLimits: {0}")]
     Limits(String),
-    #[error("genesis document is not canonical: re-create it with `medledger genesis` (it must be the exact bytes every member derives)")]
+    #[error(
+        "genesis document is not canonical: re-create it with `medledger genesis` (it must be the exact bytes every member derives)"
+    )]
     NotCanonical,
 }
 
@@ -118,14 +135,17 @@ impl GenesisSpec {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
 
 /// `host:port`, where host is a DNS name, an IPv4 address or a bracketed IPv6 address.
 pub fn is_endpoint(s: &str) -> bool {
-    let Some((host, port)) = s.rsplit_once(':') else { return false };
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
     let port_ok = port.parse::<u16>().map(|p| p != 0).unwrap_or(false);
     let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         v6.parse::<std::net::Ipv6Addr>().is_ok()
@@ -165,10 +185,14 @@ impl Genesis {
         }
         let limits = spec.block_limits;
         if !(1..=100_000).contains(&limits.max_block_txs) {
-            return Err(GenesisError::Limits("maxBlockTxs must be between 1 and 100000".into()));
+            return Err(GenesisError::Limits(
+                "maxBlockTxs must be between 1 and 100000".into(),
+            ));
         }
         if !(256..=4 * 1024 * 1024).contains(&limits.max_tx_bytes) {
-            return Err(GenesisError::Limits("maxTxBytes must be between 256 and 4194304".into()));
+            return Err(GenesisError::Limits(
+                "maxTxBytes must be between 256 and 4194304".into(),
+            ));
         }
         let mut names = BTreeSet::new();
         let mut keys = std::collections::BTreeMap::new();
@@ -181,16 +205,36 @@ impl Genesis {
                 return Err(GenesisError::DuplicateMember(m.name.clone()));
             }
             let node_key = decode_key(&m.node_key)
-                .and_then(|k| Suite::Ed25519.check_public_key(&k).map(|_| k).map_err(|e| e.to_string()))
-                .map_err(|reason| GenesisError::NodeKey { member: m.name.clone(), reason })?;
+                .and_then(|k| {
+                    Suite::Ed25519
+                        .check_public_key(&k)
+                        .map(|_| k)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|reason| GenesisError::NodeKey {
+                    member: m.name.clone(),
+                    reason,
+                })?;
             if let Some(other) = keys.insert(node_key.clone(), m.name.clone()) {
                 return Err(GenesisError::DuplicateNodeKey(other, m.name.clone()));
             }
             let admin_key = decode_key(&m.admin_key)
-                .and_then(|k| spec.suite.check_public_key(&k).map(|_| k).map_err(|e| e.to_string()))
-                .map_err(|reason| GenesisError::AdminKey { member: m.name.clone(), suite: spec.suite, reason })?;
+                .and_then(|k| {
+                    spec.suite
+                        .check_public_key(&k)
+                        .map(|_| k)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|reason| GenesisError::AdminKey {
+                    member: m.name.clone(),
+                    suite: spec.suite,
+                    reason,
+                })?;
             if !is_endpoint(&m.endpoint) {
-                return Err(GenesisError::Endpoint { member: m.name.clone(), endpoint: m.endpoint.clone() });
+                return Err(GenesisError::Endpoint {
+                    member: m.name.clone(),
+                    endpoint: m.endpoint.clone(),
+                });
             }
             members.push(Member {
                 name: m.name.clone(),
@@ -222,11 +266,15 @@ impl Genesis {
 
     /// Parses canonical bytes, refusing anything that is not exactly what `from_spec` derives.
     pub fn from_bytes(bytes: &[u8]) -> Result<Genesis, GenesisError> {
-        let g: Genesis = serde_json::from_slice(bytes).map_err(|e| GenesisError::Parse(e.to_string()))?;
+        let g: Genesis =
+            serde_json::from_slice(bytes).map_err(|e| GenesisError::Parse(e.to_string()))?;
         let respec = GenesisSpec {
             chain_id: g.chain_id.clone(),
             suite: g.suite,
-            block_limits: BlockLimits { max_block_txs: g.max_block_txs, max_tx_bytes: g.max_tx_bytes },
+            block_limits: BlockLimits {
+                max_block_txs: g.max_block_txs,
+                max_tx_bytes: g.max_tx_bytes,
+            },
             members: g
                 .members
                 .iter()
@@ -299,22 +347,44 @@ mod tests {
     fn non_canonical_bytes_are_refused() {
         let g = Genesis::from_spec(&spec(2)).unwrap();
         let pretty = serde_json::to_vec_pretty(&g).unwrap();
-        assert_eq!(Genesis::from_bytes(&pretty), Err(GenesisError::NotCanonical));
+        assert_eq!(
+            Genesis::from_bytes(&pretty),
+            Err(GenesisError::NotCanonical)
+        );
     }
 
     #[test]
     fn every_invalid_spec_is_explained() {
-        let cases: Vec<(Box<dyn Fn(&mut GenesisSpec)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut GenesisSpec)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|s| s.chain_id = "Bad_Chain".into()), "chainId"),
             (Box::new(|s| s.members.clear()), "no members"),
             (Box::new(|s| s.members[0].name = "A".into()), "member name"),
-            (Box::new(|s| s.members[1].name = s.members[0].name.clone()), "listed twice"),
+            (
+                Box::new(|s| s.members[1].name = s.members[0].name.clone()),
+                "listed twice",
+            ),
             (Box::new(|s| s.members[0].node_key = "zz".into()), "nodeKey"),
-            (Box::new(|s| s.members[0].admin_key = "00".into()), "adminKey"),
-            (Box::new(|s| s.members[1].node_key = s.members[0].node_key.clone()), "share a node key"),
-            (Box::new(|s| s.members[0].endpoint = "nohost".into()), "endpoint"),
-            (Box::new(|s| s.members[0].endpoint = "h:0".into()), "endpoint"),
-            (Box::new(|s| s.block_limits.max_block_txs = 0), "maxBlockTxs"),
+            (
+                Box::new(|s| s.members[0].admin_key = "00".into()),
+                "adminKey",
+            ),
+            (
+                Box::new(|s| s.members[1].node_key = s.members[0].node_key.clone()),
+                "share a node key",
+            ),
+            (
+                Box::new(|s| s.members[0].endpoint = "nohost".into()),
+                "endpoint",
+            ),
+            (
+                Box::new(|s| s.members[0].endpoint = "h:0".into()),
+                "endpoint",
+            ),
+            (
+                Box::new(|s| s.block_limits.max_block_txs = 0),
+                "maxBlockTxs",
+            ),
             (Box::new(|s| s.block_limits.max_tx_bytes = 10), "maxTxBytes"),
         ];
         for (mutate, needle) in cases {
@@ -327,7 +397,12 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        for ok in ["a:1", "node-0.ns.svc.cluster.local:7051", "127.0.0.1:9000", "[::1]:80"] {
+        for ok in [
+            "a:1",
+            "node-0.ns.svc.cluster.local:7051",
+            "127.0.0.1:9000",
+            "[::1]:80",
+        ] {
             assert!(is_endpoint(ok), "{ok}");
         }
         for bad in ["", "a", ":80", "a:", "a:70000", "-a:1", "a b:1", "[zz]:1"] {

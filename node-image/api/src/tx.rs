@@ -7,7 +7,13 @@ use prost::Message;
 
 /// Signs `op` as `key` for `chain_id` with `nonce` and returns the encoded transaction.
 pub fn build(key: &SigningKey, chain_id: &str, nonce: u64, op: Op) -> Vec<u8> {
-    let body = TxBody { chain_id: chain_id.to_string(), signer: key.public(), nonce, op: Some(op) }.encode_to_vec();
+    let body = TxBody {
+        chain_id: chain_id.to_string(),
+        signer: key.public(),
+        nonce,
+        op: Some(op),
+    }
+    .encode_to_vec();
     let signature = key.sign(&body);
     Transaction { body, signature }.encode_to_vec()
 }
@@ -45,11 +51,21 @@ mod tests {
     #[test]
     fn build_decode_verify() {
         let k = SigningKey::generate(Suite::Ed25519);
-        let bytes = build(&k, "c", 7, Op::Put(Put { key: "k".into(), value: b"v".to_vec() }));
+        let bytes = build(
+            &k,
+            "c",
+            7,
+            Op::Put(Put {
+                key: "k".into(),
+                value: b"v".to_vec(),
+            }),
+        );
         let (tx, body) = decode(&bytes).unwrap();
         assert_eq!(body.nonce, 7);
         assert_eq!(body.signer, k.public());
-        Suite::Ed25519.verify(&body.signer, &tx.body, &tx.signature).unwrap();
+        Suite::Ed25519
+            .verify(&body.signer, &tx.body, &tx.signature)
+            .unwrap();
         assert!(decode(b"\xff\xff garbage").is_err());
     }
 }

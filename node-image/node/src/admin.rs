@@ -20,7 +20,9 @@ pub async fn serve(
         .route("/fault/isolate", post(isolate))
         .route("/fault/heal", post(heal))
         .with_state(node);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn metrics(State(node): State<Arc<Shared>>) -> String {
@@ -39,21 +41,39 @@ async fn live(State(node): State<Arc<Shared>>) -> (StatusCode, &'static str) {
 async fn ready(State(node): State<Arc<Shared>>) -> (StatusCode, String) {
     let s = node.status();
     if s.in_sync {
-        (StatusCode::OK, format!("ready: {} at height {}\n", s.role, s.height))
+        (
+            StatusCode::OK,
+            format!("ready: {} at height {}\n", s.role, s.height),
+        )
     } else if s.leader_id == 0 {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no Raft leader known\n".into())
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no Raft leader known\n".into(),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: catching up (height {})\n", s.height))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: catching up (height {})\n", s.height),
+        )
     }
 }
 
 fn fault(node: &Shared, isolate: bool) -> (StatusCode, &'static str) {
     if !node.fault_injection {
-        return (StatusCode::FORBIDDEN, "fault injection is disabled (faultInjection: false in the node config)\n");
+        return (
+            StatusCode::FORBIDDEN,
+            "fault injection is disabled (faultInjection: false in the node config)\n",
+        );
     }
     node.peers.isolated.store(isolate, Ordering::Relaxed);
-    tracing::warn!(isolated = isolate, "fault injection changed the peer transport");
-    (StatusCode::OK, if isolate { "isolated\n" } else { "healed\n" })
+    tracing::warn!(
+        isolated = isolate,
+        "fault injection changed the peer transport"
+    );
+    (
+        StatusCode::OK,
+        if isolate { "isolated\n" } else { "healed\n" },
+    )
 }
 
 async fn isolate(State(node): State<Arc<Shared>>) -> (StatusCode, &'static str) {

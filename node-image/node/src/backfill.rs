@@ -21,7 +21,9 @@ pub async fn run(node: Arc<Shared>, head_tx: watch::Sender<Head>, mut stop: watc
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = stop.changed() => return,
         }
-        let Ok(head) = node.store.head() else { continue };
+        let Ok(head) = node.store.head() else {
+            continue;
+        };
         if head.complete() {
             continue;
         }
@@ -36,36 +38,60 @@ pub async fn run(node: Arc<Shared>, head_tx: watch::Sender<Head>, mut stop: watc
 }
 
 /// Fetches the gap from one peer. Returns true when the gap is closed.
-async fn fill_from(node: &Arc<Shared>, head_tx: &watch::Sender<Head>, peer: u64) -> Result<bool, String> {
+async fn fill_from(
+    node: &Arc<Shared>,
+    head_tx: &watch::Sender<Head>,
+    peer: u64,
+) -> Result<bool, String> {
     let head = node.store.head().map_err(|e| e.to_string())?;
     let (from, to) = (head.contiguous + 1, head.anchor_height);
     let mut prev: Hash = if head.contiguous == 0 {
         node.ctx.genesis_hash
     } else {
-        node.store.read().and_then(|v| v.block_hash(head.contiguous)).map_err(|e| e.to_string())?.ok_or("missing hash")?
+        node.store
+            .read()
+            .and_then(|v| v.block_hash(head.contiguous))
+            .map_err(|e| e.to_string())?
+            .ok_or("missing hash")?
     };
     let mut client = node.peers.client(peer).map_err(|e| e.to_string())?;
     let mut stream = client
-        .fetch_blocks(medledger_api::pb::FetchBlocksRequest { from_height: from, to_height: to })
+        .fetch_blocks(medledger_api::pb::FetchBlocksRequest {
+            from_height: from,
+            to_height: to,
+        })
         .await
         .map_err(|e| e.to_string())?
         .into_inner();
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut expected = from;
     while let Some(item) = stream.next().await {
-        let block = item.map_err(|e| e.to_string())?.block.ok_or("empty block")?;
-        let hash = verify_block(node.ctx.suite, &node.ctx.chain_id, &block, expected, &prev, |id| node.ctx.node_key(id))
-            .map_err(|e| format!("peer sent a bad block {expected}: {e}"))?;
+        let block = item
+            .map_err(|e| e.to_string())?
+            .block
+            .ok_or("empty block")?;
+        let hash = verify_block(
+            node.ctx.suite,
+            &node.ctx.chain_id,
+            &block,
+            expected,
+            &prev,
+            |id| node.ctx.node_key(id),
+        )
+        .map_err(|e| format!("peer sent a bad block {expected}: {e}"))?;
         if expected == to && hash != head.anchor_hash {
-            return Err(format!("peer's block {to} does not match the snapshot anchor"));
+            return Err(format!(
+                "peer's block {to} does not match the snapshot anchor"
+            ));
         }
         chunk.push((block, hash));
         prev = hash;
         expected += 1;
         if chunk.len() == CHUNK || expected > to {
             let n = chunk.len() as u64;
-            let new_head = tokio::task::block_in_place(|| write_chunk(node, std::mem::take(&mut chunk), to))
-                .map_err(|e| e.to_string())?;
+            let new_head =
+                tokio::task::block_in_place(|| write_chunk(node, std::mem::take(&mut chunk), to))
+                    .map_err(|e| e.to_string())?;
             node.metrics.blocks_backfilled.inc_by(n);
             head_tx.send_replace(new_head);
         }
@@ -76,14 +102,20 @@ async fn fill_from(node: &Arc<Shared>, head_tx: &watch::Sender<Head>, peer: u64)
     Ok(false)
 }
 
-fn write_chunk(node: &Shared, chunk: Vec<(medledger_api::pb::Block, Hash)>, anchor: u64) -> Result<Head, StoreError> {
+fn write_chunk(
+    node: &Shared,
+    chunk: Vec<(medledger_api::pb::Block, Hash)>,
+    anchor: u64,
+) -> Result<Head, StoreError> {
     let mut w = node.store.db.begin_write()?;
     w.set_durability(Durability::Immediate);
     let mut last = 0;
     for (block, hash) in &chunk {
         let height = block.header.as_ref().map(|h| h.height).unwrap_or(0);
-        w.open_table(BLOCKS)?.insert(height, block.encode_to_vec().as_slice())?;
-        w.open_table(BLOCK_HASHES)?.insert(height, hash.as_slice())?;
+        w.open_table(BLOCKS)?
+            .insert(height, block.encode_to_vec().as_slice())?;
+        w.open_table(BLOCK_HASHES)?
+            .insert(height, hash.as_slice())?;
         let ids: Vec<(Hash, u32)> = block
             .txs
             .iter()

@@ -6,12 +6,14 @@ use medledger_api::config::{Listen, NodeConfig, RaftTuning};
 use medledger_api::crypto::Suite;
 use medledger_api::genesis::{BlockLimits, Genesis, GenesisSpec, MemberSpec};
 use medledger_api::keys::{SigningKey, save_new};
-use medledger_api::pb::{StatusRequest, StatusResponse, StreamBlocksRequest, ledger_client::LedgerClient};
+use medledger_api::pb::{
+    StatusRequest, StatusResponse, StreamBlocksRequest, ledger_client::LedgerClient,
+};
 use std::collections::HashSet;
-use tokio_stream::StreamExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 #[derive(Debug, Clone)]
@@ -68,13 +70,17 @@ pub struct LocalConsortium {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl LocalConsortium {
     /// Creates keys, genesis and configs for `n` hospitals under a fresh temporary directory.
     pub fn create(bin: &Path, n: usize, opts: &Options) -> Result<LocalConsortium> {
-        let tmp = tempfile::Builder::new().prefix("medledger-local-").tempdir()?;
+        let tmp = tempfile::Builder::new()
+            .prefix("medledger-local-")
+            .tempdir()?;
         let mut c = Self::create_in(bin, tmp.path(), n, opts)?;
         c._tmp = Some(tmp);
         Ok(c)
@@ -103,7 +109,10 @@ impl LocalConsortium {
         let spec = GenesisSpec {
             chain_id: "medledger-local".into(),
             suite: opts.suite,
-            block_limits: BlockLimits { max_block_txs: opts.max_block_txs, ..Default::default() },
+            block_limits: BlockLimits {
+                max_block_txs: opts.max_block_txs,
+                ..Default::default()
+            },
             members,
         };
         let genesis = Genesis::from_spec(&spec)?;
@@ -150,7 +159,14 @@ impl LocalConsortium {
                 child: None,
             });
         }
-        Ok(LocalConsortium { dir: dir.to_path_buf(), nodes, admin_keys, genesis, bin: bin.to_path_buf(), _tmp: None })
+        Ok(LocalConsortium {
+            dir: dir.to_path_buf(),
+            nodes,
+            admin_keys,
+            genesis,
+            bin: bin.to_path_buf(),
+            _tmp: None,
+        })
     }
 
     pub fn start_all(&mut self) -> Result<()> {
@@ -165,12 +181,18 @@ impl LocalConsortium {
         if node.child.is_some() {
             return Ok(());
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)?;
         let child = Command::new(&self.bin)
             .arg("node")
             .arg("--config")
             .arg(&node.config_path)
-            .env("RUST_LOG", std::env::var("MEDLEDGER_NODE_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("MEDLEDGER_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -190,7 +212,11 @@ impl LocalConsortium {
     }
 
     /// Waits for the process to exit by itself (e.g. refusing to start) and returns its status.
-    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+    pub fn wait_exit(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> Result<Option<std::process::ExitStatus>> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(c) = self.nodes[i].child.as_mut() {
@@ -215,7 +241,12 @@ impl LocalConsortium {
     }
 
     pub async fn status(&self, i: usize) -> Result<StatusResponse> {
-        Ok(self.client(i).await?.status(StatusRequest {}).await?.into_inner())
+        Ok(self
+            .client(i)
+            .await?
+            .status(StatusRequest {})
+            .await?
+            .into_inner())
     }
 
     /// Index of the node that a running majority agrees is leader.
@@ -226,14 +257,18 @@ impl LocalConsortium {
                 if !n.is_running() {
                     continue;
                 }
-                if let Ok(s) = self.status(i).await {
-                    if s.role == "leader" && s.node_id == n.node_id {
-                        return Ok(i);
-                    }
+                if let Ok(s) = self.status(i).await
+                    && s.role == "leader"
+                    && s.node_id == n.node_id
+                {
+                    return Ok(i);
                 }
             }
             if Instant::now() > deadline {
-                bail!("no leader elected within {timeout:?}; see the node logs under {}", self.dir.display());
+                bail!(
+                    "no leader elected within {timeout:?}; see the node logs under {}",
+                    self.dir.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -257,7 +292,10 @@ impl LocalConsortium {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("nodes did not reach height {h} within {timeout:?}; see logs under {}", self.dir.display());
+                bail!(
+                    "nodes did not reach height {h} within {timeout:?}; see logs under {}",
+                    self.dir.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -274,17 +312,23 @@ impl LocalConsortium {
                 continue;
             }
             let mut client = self.client(i).await?;
-            let mut stream = client.stream_blocks(StreamBlocksRequest { from_height: 1, follow: false }).await?.into_inner();
+            let mut stream = client
+                .stream_blocks(StreamBlocksRequest {
+                    from_height: 1,
+                    follow: false,
+                })
+                .await?
+                .into_inner();
             let mut hashes = Vec::new();
             while let Some(b) = stream.next().await {
                 let b = b?;
                 if chains.is_empty() {
                     let block = b.block.clone().unwrap_or_default();
                     for (raw, r) in block.txs.iter().zip(&block.results) {
-                        if r.code == 0 {
-                            if let Ok((tx, _)) = medledger_api::tx::decode(raw) {
-                                accepted.insert(suite.hash(&tx.body).to_vec());
-                            }
+                        if r.code == 0
+                            && let Ok((tx, _)) = medledger_api::tx::decode(raw)
+                        {
+                            accepted.insert(suite.hash(&tx.body).to_vec());
                         }
                     }
                 }
@@ -300,7 +344,9 @@ impl LocalConsortium {
     pub async fn admin_http(&self, i: usize, method: &str, path: &str) -> Result<String> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(&self.nodes[i].admin).await?;
-        let req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
         s.write_all(req.as_bytes()).await?;
         let mut out = String::new();
         s.read_to_string(&mut out).await?;

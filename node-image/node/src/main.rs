@@ -8,7 +8,11 @@ use medledger_api::crypto::Suite;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "medledger", version, about = "Consortium ledger for sharing medical records")]
+#[command(
+    name = "medledger",
+    version,
+    about = "Consortium ledger for sharing medical records"
+)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
@@ -123,8 +127,11 @@ enum BlockCmd {
 }
 
 fn init_tracing(format: &str, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
     } else {
@@ -133,7 +140,8 @@ fn init_tracing(format: &str, default: &str) {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -146,28 +154,65 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Keygen { out, suite } => commands::keygen(&out, suite),
         Cmd::Genesis { spec, out } => commands::genesis(&spec, out.as_deref()),
         Cmd::Node { config } => {
-            let text = std::fs::read_to_string(&config).with_context(|| format!("cannot read node config {}", config.display()))?;
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("cannot read node config {}", config.display()))?;
             let cfg = medledger_api::config::NodeConfig::from_yaml(&text)
                 .map_err(|e| anyhow::anyhow!("node config {} is invalid: {e}", config.display()))?;
             medledger::node::run(cfg, shutdown_signal()).await?;
             Ok(())
         }
         Cmd::Status { api, json } => commands::status(&api, json).await,
-        Cmd::Submit { api, key, put, register, role, nonce } => {
+        Cmd::Submit {
+            api,
+            key,
+            put,
+            register,
+            role,
+            nonce,
+        } => {
             let op = match (put, register) {
                 (Some(kv), None) => {
                     let (k, v) = kv.split_once('=').context("--put takes KEY=VALUE")?;
-                    commands::SubmitOp::Put { key: k.into(), value: v.into() }
+                    commands::SubmitOp::Put {
+                        key: k.into(),
+                        value: v.into(),
+                    }
                 }
-                (None, Some(pk)) => commands::SubmitOp::Register { public_key: pk, role: role.unwrap_or_default() },
-                _ => anyhow::bail!("say what to submit: --put KEY=VALUE or --register PUBKEY --role ROLE"),
+                (None, Some(pk)) => commands::SubmitOp::Register {
+                    public_key: pk,
+                    role: role.unwrap_or_default(),
+                },
+                _ => anyhow::bail!(
+                    "say what to submit: --put KEY=VALUE or --register PUBKEY --role ROLE"
+                ),
             };
             commands::submit_cmd(&api, &key, op, nonce).await
         }
-        Cmd::Tx { cmd: TxCmd::Get { id, api } } => commands::tx_get(&api, &id).await,
-        Cmd::Block { cmd: BlockCmd::Get { height, api, json } } => commands::block_get(&api, height, json).await,
-        Cmd::Bench { nodes, txs, clients, tx_bytes, connections, suite, vs_etcd, json } => {
-            let args = bench::BenchArgs { nodes, txs, clients, tx_bytes, connections, vs_etcd, suite };
+        Cmd::Tx {
+            cmd: TxCmd::Get { id, api },
+        } => commands::tx_get(&api, &id).await,
+        Cmd::Block {
+            cmd: BlockCmd::Get { height, api, json },
+        } => commands::block_get(&api, height, json).await,
+        Cmd::Bench {
+            nodes,
+            txs,
+            clients,
+            tx_bytes,
+            connections,
+            suite,
+            vs_etcd,
+            json,
+        } => {
+            let args = bench::BenchArgs {
+                nodes,
+                txs,
+                clients,
+                tx_bytes,
+                connections,
+                vs_etcd,
+                suite,
+            };
             let out = bench::run(&exe()?, &args).await?;
             if json {
                 println!("{out}");
@@ -183,8 +228,19 @@ async fn run(cli: Cli) -> Result<()> {
 fn main() {
     let cli = Cli::parse();
     let is_node = matches!(cli.cmd, Cmd::Node { .. });
-    init_tracing(&cli.log_format, if is_node { "info" } else { "warn" });
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // openraft logs every election and snapshot at info; its warnings are what operators need.
+    init_tracing(
+        &cli.log_format,
+        if is_node {
+            "info,openraft=warn"
+        } else {
+            "warn"
+        },
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     if let Err(e) = rt.block_on(run(cli)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -39,16 +39,27 @@ pub struct Shared {
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("cannot read {what} {path}: {source}; check the path in the node config")]
-    Read { what: &'static str, path: String, source: std::io::Error },
+    Read {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
     #[error("genesis file {path} is invalid: {source}")]
-    Genesis { path: String, source: medledger_api::genesis::GenesisError },
-    #[error("genesis hash is {actual} but the config expects {expected}: this node was given another consortium's genesis")]
+    Genesis {
+        path: String,
+        source: medledger_api::genesis::GenesisError,
+    },
+    #[error(
+        "genesis hash is {actual} but the config expects {expected}: this node was given another consortium's genesis"
+    )]
     GenesisHash { expected: String, actual: String },
     #[error("node key: {0}")]
     Key(#[from] medledger_api::keys::KeyError),
     #[error("the node key must be an Ed25519 key (medledger keygen --suite ed25519)")]
     KeySuite,
-    #[error("node key {0} is not the key of any validator in the genesis; use the key listed for this member")]
+    #[error(
+        "node key {0} is not the key of any validator in the genesis; use the key listed for this member"
+    )]
     NotAValidator(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -57,7 +68,10 @@ pub enum NodeError {
     #[error("TLS: {0}")]
     Tls(#[from] crate::transport::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("Raft: {0}")]
     Raft(String),
 }
@@ -73,28 +87,50 @@ pub fn role_name(s: &ServerState) -> &'static str {
 }
 
 fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, NodeError> {
-    std::fs::read(path).map_err(|source| NodeError::Read { what, path: path.display().to_string(), source })
+    std::fs::read(path).map_err(|source| NodeError::Read {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 async fn bind(addr: &str) -> Result<tokio::net::TcpListener, NodeError> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|source| NodeError::Listen { addr: addr.to_string(), source })
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Listen {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 /// Runs a node until `shutdown` resolves.
-pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
+pub async fn run(
+    cfg: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
     let genesis_bytes = read("genesis file", &cfg.genesis_file)?;
-    let genesis = Genesis::from_bytes(&genesis_bytes)
-        .map_err(|source| NodeError::Genesis { path: cfg.genesis_file.display().to_string(), source })?;
+    let genesis = Genesis::from_bytes(&genesis_bytes).map_err(|source| NodeError::Genesis {
+        path: cfg.genesis_file.display().to_string(),
+        source,
+    })?;
     let actual = hex::encode(genesis.hash());
-    if let Some(expected) = &cfg.genesis_hash {
-        if expected.to_lowercase() != actual {
-            return Err(NodeError::GenesisHash { expected: expected.clone(), actual });
-        }
+    if let Some(expected) = &cfg.genesis_hash
+        && expected.to_lowercase() != actual
+    {
+        return Err(NodeError::GenesisHash {
+            expected: expected.clone(),
+            actual,
+        });
     }
     let key = medledger_api::keys::load(&cfg.node_key_file)?;
     let key = key.as_ed25519().ok_or(NodeError::KeySuite)?.clone();
     let public = hex::encode(key.verifying_key().to_bytes());
-    let me_member = genesis.members.iter().find(|m| m.node_key == public).ok_or(NodeError::NotAValidator(public))?.clone();
+    let me_member = genesis
+        .members
+        .iter()
+        .find(|m| m.node_key == public)
+        .ok_or(NodeError::NotAValidator(public))?
+        .clone();
     let me = me_member.node_id;
     let ctx = Arc::new(ChainCtx::new(genesis.clone()));
 
@@ -118,27 +154,74 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         .members
         .iter()
         .map(|m| {
-            let addr = cfg.peer_addresses.get(&m.name).cloned().unwrap_or_else(|| m.endpoint.clone());
-            let key: [u8; 32] = hex::decode(&m.node_key).expect("validated").try_into().expect("32 bytes");
-            (m.node_id, PeerInfo { name: m.name.clone(), addr, key })
+            let addr = cfg
+                .peer_addresses
+                .get(&m.name)
+                .cloned()
+                .unwrap_or_else(|| m.endpoint.clone());
+            let key: [u8; 32] = hex::decode(&m.node_key)
+                .expect("validated")
+                .try_into()
+                .expect("32 bytes");
+            (
+                m.node_id,
+                PeerInfo {
+                    name: m.name.clone(),
+                    addr,
+                    key,
+                },
+            )
         })
         .collect();
-    let allowed: AllowedKeys = Arc::new(RwLock::new(infos.values().map(|p| p.key).collect::<HashSet<_>>()));
+    let allowed: AllowedKeys = Arc::new(RwLock::new(
+        infos.values().map(|p| p.key).collect::<HashSet<_>>(),
+    ));
     let peers = Arc::new(Peers::new(me, key.clone(), infos.clone(), isolated.clone()));
 
-    let raft_config = Arc::new(crate::raft::config(&cfg.raft).validate().map_err(|e| NodeError::Raft(e.to_string()))?);
-    let raft = Raft::new(me, raft_config, Network { peers: peers.clone() }, LogStore::new(store.clone()), sm)
+    let raft_config = Arc::new(
+        crate::raft::config(&cfg.raft)
+            .validate()
+            .map_err(|e| NodeError::Raft(e.to_string()))?,
+    );
+    let raft = Raft::new(
+        me,
+        raft_config,
+        Network {
+            peers: peers.clone(),
+        },
+        LogStore::new(store.clone()),
+        sm,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
+    if !raft
+        .is_initialized()
         .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
-    if !raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
+        .map_err(|e| NodeError::Raft(e.to_string()))?
+    {
         // Every validator initializes with the same genesis membership; Raft makes that safe.
-        let members: BTreeMap<u64, Node> = infos.iter().map(|(id, p)| (*id, Node { addr: p.addr.clone() })).collect();
+        let members: BTreeMap<u64, Node> = infos
+            .iter()
+            .map(|(id, p)| {
+                (
+                    *id,
+                    Node {
+                        addr: p.addr.clone(),
+                    },
+                )
+            })
+            .collect();
         if let Err(e) = raft.initialize(members).await {
             tracing::debug!(error = %e, "initialize skipped");
         }
     }
 
-    let max_batch = cfg.max_batch.map(|b| b as usize).unwrap_or(ctx.max_block_txs).min(ctx.max_block_txs).max(1);
+    let max_batch = cfg
+        .max_batch
+        .map(|b| b as usize)
+        .unwrap_or(ctx.max_block_txs)
+        .min(ctx.max_block_txs)
+        .max(1);
     let submitter = Submitter::start(raft.clone(), ctx.clone(), me, key.clone(), max_batch);
     let shared = Arc::new(Shared {
         me,
@@ -161,8 +244,16 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     // Client API: plain gRPC; transactions carry their own signatures.
     let api_listener = bind(&cfg.listen.api).await?;
     let api = tonic::transport::Server::builder()
-        .add_service(LedgerServer::new(LedgerService { node: shared.clone() }).max_decoding_message_size(8 << 20))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(api_listener), stopped(stop_rx.clone()));
+        .add_service(
+            LedgerServer::new(LedgerService {
+                node: shared.clone(),
+            })
+            .max_decoding_message_size(8 << 20),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(api_listener),
+            stopped(stop_rx.clone()),
+        );
 
     // Peer API: mutual TLS pinned to the validators' node keys.
     let peer_listener = bind(&cfg.listen.peer).await?;
@@ -190,13 +281,25 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         }
     });
     let peer = tonic::transport::Server::builder()
-        .add_service(PeerServer::new(PeerService { node: shared.clone() }).max_decoding_message_size(64 << 20))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(conn_rx), stopped(stop_rx.clone()));
+        .add_service(
+            PeerServer::new(PeerService {
+                node: shared.clone(),
+            })
+            .max_decoding_message_size(64 << 20),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::ReceiverStream::new(conn_rx),
+            stopped(stop_rx.clone()),
+        );
 
     let admin_listener = bind(&cfg.listen.admin).await?;
     let admin = crate::admin::serve(admin_listener, shared.clone(), stopped(stop_rx.clone()));
 
-    tokio::spawn(crate::backfill::run(shared.clone(), head_tx, stop_rx.clone()));
+    tokio::spawn(crate::backfill::run(
+        shared.clone(),
+        head_tx,
+        stop_rx.clone(),
+    ));
     tokio::spawn(update_gauges(shared.clone(), stop_rx.clone()));
     tracing::info!(api = %cfg.listen.api, peer = %cfg.listen.peer, admin = %cfg.listen.admin, "node started");
 
@@ -239,4 +342,3 @@ async fn update_gauges(node: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         m.in_sync.set(i64::from(s.in_sync));
     }
 }
-

@@ -39,7 +39,12 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Signs every transaction up front so the timed part measures the ledger, not the client.
-fn presign(chain: &str, keys: &[SigningKey], per_client: usize, tx_bytes: usize) -> Vec<Vec<Vec<u8>>> {
+fn presign(
+    chain: &str,
+    keys: &[SigningKey],
+    per_client: usize,
+    tx_bytes: usize,
+) -> Vec<Vec<Vec<u8>>> {
     let mut rng = rand::thread_rng();
     keys.iter()
         .enumerate()
@@ -47,10 +52,23 @@ fn presign(chain: &str, keys: &[SigningKey], per_client: usize, tx_bytes: usize)
             (0..per_client)
                 .map(|n| {
                     let k = format!("bench/{c}/{n}");
-                    let probe = medledger_api::tx::build(key, chain, n as u64 + 1, Op::Put(Put { key: k.clone(), value: vec![] }));
+                    let probe = medledger_api::tx::build(
+                        key,
+                        chain,
+                        n as u64 + 1,
+                        Op::Put(Put {
+                            key: k.clone(),
+                            value: vec![],
+                        }),
+                    );
                     let mut value = vec![0u8; tx_bytes.saturating_sub(probe.len() + 3)];
                     rng.fill_bytes(&mut value);
-                    medledger_api::tx::build(key, chain, n as u64 + 1, Op::Put(Put { key: k, value }))
+                    medledger_api::tx::build(
+                        key,
+                        chain,
+                        n as u64 + 1,
+                        Op::Put(Put { key: k, value }),
+                    )
                 })
                 .collect()
         })
@@ -83,7 +101,12 @@ async fn ledger_load(url: &str, connections: usize, work: Vec<Vec<Vec<u8>>>) -> 
             (lat, acked, errors)
         }));
     }
-    let mut load = Load { elapsed: Duration::ZERO, latencies: vec![], acked: vec![], errors: 0 };
+    let mut load = Load {
+        elapsed: Duration::ZERO,
+        latencies: vec![],
+        acked: vec![],
+        errors: 0,
+    };
     for t in tasks {
         let (l, a, e) = t.await?;
         load.latencies.extend(l);
@@ -95,7 +118,11 @@ async fn ledger_load(url: &str, connections: usize, work: Vec<Vec<Vec<u8>>>) -> 
     Ok(load)
 }
 
-async fn etcd_load(etcd: &EtcdCluster, connections: usize, work: Vec<Vec<Vec<u8>>>) -> Result<Load> {
+async fn etcd_load(
+    etcd: &EtcdCluster,
+    connections: usize,
+    work: Vec<Vec<Vec<u8>>>,
+) -> Result<Load> {
     let mut chans = Vec::new();
     for i in 0..connections.max(1) {
         // Like etcd's own client, spread connections over the members.
@@ -118,7 +145,12 @@ async fn etcd_load(etcd: &EtcdCluster, connections: usize, work: Vec<Vec<Vec<u8>
             (lat, errors)
         }));
     }
-    let mut load = Load { elapsed: Duration::ZERO, latencies: vec![], acked: vec![], errors: 0 };
+    let mut load = Load {
+        elapsed: Duration::ZERO,
+        latencies: vec![],
+        acked: vec![],
+        errors: 0,
+    };
     for t in tasks {
         let (l, e) = t.await?;
         load.latencies.extend(l);
@@ -133,7 +165,11 @@ pub async fn run(bin: &Path, args: &BenchArgs) -> Result<serde_json::Value> {
     if args.nodes == 0 || args.clients == 0 || args.txs == 0 {
         bail!("--nodes, --clients and --txs must be at least 1");
     }
-    let opts = Options { suite: args.suite, snapshot_every: 20_000, ..Default::default() };
+    let opts = Options {
+        suite: args.suite,
+        snapshot_every: 20_000,
+        ..Default::default()
+    };
     let mut c = LocalConsortium::create(bin, args.nodes, &opts)?;
     c.start_all()?;
     let leader = c.wait_leader(Duration::from_secs(60)).await?;
@@ -142,26 +178,48 @@ pub async fn run(bin: &Path, args: &BenchArgs) -> Result<serde_json::Value> {
     let chain = c.genesis.chain_id.clone();
 
     eprintln!("bench: registering {} client keys", args.clients);
-    let keys: Vec<SigningKey> = (0..args.clients).map(|_| SigningKey::generate(args.suite)).collect();
+    let keys: Vec<SigningKey> = (0..args.clients)
+        .map(|_| SigningKey::generate(args.suite))
+        .collect();
     let admin = &c.admin_keys[0];
     for (i, k) in keys.iter().enumerate() {
-        let op = Op::RegisterParticipant(RegisterParticipant { public_key: k.public(), role: "client".into() });
-        let r = submit(&mut admin_client, medledger_api::tx::build(admin, &chain, i as u64 + 1, op), 50).await?;
+        let op = Op::RegisterParticipant(RegisterParticipant {
+            public_key: k.public(),
+            role: "client".into(),
+        });
+        let r = submit(
+            &mut admin_client,
+            medledger_api::tx::build(admin, &chain, i as u64 + 1, op),
+            50,
+        )
+        .await?;
         if r.code != 0 {
             bail!("registering bench client {i} failed: {}", r.reason);
         }
     }
     let per_client = args.txs.div_ceil(args.clients);
     let work = presign(&chain, &keys, per_client, args.tx_bytes);
-    let avg_tx_bytes = work.iter().flatten().map(Vec::len).sum::<usize>() as f64 / (per_client * args.clients) as f64;
+    let avg_tx_bytes = work.iter().flatten().map(Vec::len).sum::<usize>() as f64
+        / (per_client * args.clients) as f64;
     let etcd_work = args.vs_etcd.then(|| work.clone());
 
-    eprintln!("bench: {} txs of ~{avg_tx_bytes:.0} bytes from {} clients to {} validators", per_client * args.clients, args.clients, args.nodes);
+    eprintln!(
+        "bench: {} txs of ~{avg_tx_bytes:.0} bytes from {} clients to {} validators",
+        per_client * args.clients,
+        args.clients,
+        args.nodes
+    );
     let load = ledger_load(&url, args.connections, work).await?;
     let final_height = c.status(leader).await.map(|s| s.height).unwrap_or(0);
-    c.wait_height(final_height, Duration::from_secs(120)).await.context("nodes did not converge after the load")?;
+    c.wait_height(final_height, Duration::from_secs(120))
+        .await
+        .context("nodes did not converge after the load")?;
     let (hashes_agree, accepted, height) = c.verify_chains().await?;
-    let lost = load.acked.iter().filter(|id| !accepted.contains(*id)).count();
+    let lost = load
+        .acked
+        .iter()
+        .filter(|id| !accepted.contains(*id))
+        .count();
     let tps = load.acked.len() as f64 / load.elapsed.as_secs_f64();
     let mut out = serde_json::json!({
         "nodes": args.nodes,
@@ -188,13 +246,21 @@ pub async fn run(bin: &Path, args: &BenchArgs) -> Result<serde_json::Value> {
         let etcd_tps = e.latencies.len() as f64 / e.elapsed.as_secs_f64();
         let obj = out.as_object_mut().expect("object");
         obj.insert("etcd_tps".into(), etcd_tps.round().into());
-        obj.insert("etcd_p50_ms".into(), ((percentile(&e.latencies, 0.50) * 100.0).round() / 100.0).into());
-        obj.insert("etcd_p99_ms".into(), ((percentile(&e.latencies, 0.99) * 100.0).round() / 100.0).into());
+        obj.insert(
+            "etcd_p50_ms".into(),
+            ((percentile(&e.latencies, 0.50) * 100.0).round() / 100.0).into(),
+        );
+        obj.insert(
+            "etcd_p99_ms".into(),
+            ((percentile(&e.latencies, 0.99) * 100.0).round() / 100.0).into(),
+        );
         obj.insert("etcd_errors".into(), e.errors.into());
-        obj.insert("ratio".into(), ((tps / etcd_tps.max(1.0)) * 100.0).round().into());
+        obj.insert(
+            "ratio".into(),
+            ((tps / etcd_tps.max(1.0)) * 100.0).round().into(),
+        );
         let r = obj["ratio"].as_f64().unwrap_or(0.0) / 100.0;
         obj.insert("ratio".into(), r.into());
     }
     Ok(out)
 }
-

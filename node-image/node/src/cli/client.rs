@@ -2,7 +2,10 @@
 
 use anyhow::{Context, Result, bail};
 use medledger_api::keys::SigningKey;
-use medledger_api::pb::{QueryRequest, SubmitTxRequest, SubmitTxResponse, ledger_client::LedgerClient, query_request::Query};
+use medledger_api::pb::{
+    QueryRequest, SubmitTxRequest, SubmitTxResponse, ledger_client::LedgerClient,
+    query_request::Query,
+};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -13,14 +16,19 @@ pub async fn connect(url: &str) -> Result<LedgerClient<Channel>> {
         .tcp_nodelay(true)
         .connect()
         .await
-        .with_context(|| format!("cannot reach a medledger node at {url}; is it running, and is --api right?"))?;
+        .with_context(|| {
+            format!("cannot reach a medledger node at {url}; is it running, and is --api right?")
+        })?;
     Ok(LedgerClient::new(ch).max_decoding_message_size(64 << 20))
 }
 
 /// The signer's next nonce, read linearizably so it reflects every acknowledged commit.
 pub async fn next_nonce(client: &mut LedgerClient<Channel>, key: &SigningKey) -> Result<u64> {
     let r = client
-        .query(QueryRequest { query: Some(Query::SignerNonce(key.public())), linearizable: true })
+        .query(QueryRequest {
+            query: Some(Query::SignerNonce(key.public())),
+            linearizable: true,
+        })
         .await?
         .into_inner();
     Ok(r.nonce + 1)
@@ -28,17 +36,29 @@ pub async fn next_nonce(client: &mut LedgerClient<Channel>, key: &SigningKey) ->
 
 /// Submits, retrying while the cluster has no leader. Resubmitting is safe: the node answers
 /// a transaction already on chain with where it committed.
-pub async fn submit(client: &mut LedgerClient<Channel>, tx: Vec<u8>, attempts: u32) -> Result<SubmitTxResponse> {
+pub async fn submit(
+    client: &mut LedgerClient<Channel>,
+    tx: Vec<u8>,
+    attempts: u32,
+) -> Result<SubmitTxResponse> {
     let mut last = None;
     for _ in 0..attempts.max(1) {
         match client.submit_tx(SubmitTxRequest { tx: tx.clone() }).await {
             Ok(r) => return Ok(r.into_inner()),
-            Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) => {
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                ) =>
+            {
                 last = Some(s);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(s) => bail!("submit failed: {}", s.message()),
         }
     }
-    bail!("submit failed after retries: {}", last.map(|s| s.message().to_string()).unwrap_or_default())
+    bail!(
+        "submit failed after retries: {}",
+        last.map(|s| s.message().to_string()).unwrap_or_default()
+    )
 }

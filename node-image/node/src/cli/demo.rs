@@ -16,7 +16,13 @@ fn short(h: &[u8]) -> String {
     hex::encode(&h[..h.len().min(8)])
 }
 
-async fn record_retrievals(c: &LocalConsortium, via: usize, clinicians: &[(SigningKey, u64)], from: u64, n: u64) -> Result<Vec<(SigningKey, u64)>> {
+async fn record_retrievals(
+    c: &LocalConsortium,
+    via: usize,
+    clinicians: &[(SigningKey, u64)],
+    from: u64,
+    n: u64,
+) -> Result<Vec<(SigningKey, u64)>> {
     let mut client = connect(&c.nodes[via].api_url()).await?;
     let mut out = Vec::new();
     for (key, nonce) in clinicians {
@@ -24,8 +30,16 @@ async fn record_retrievals(c: &LocalConsortium, via: usize, clinicians: &[(Signi
         for i in from..from + n {
             nonce += 1;
             let event = serde_json::json!({"event": "retrieval", "record": format!("emr-{i:04}"), "purpose": "treatment"});
-            let op = Op::Put(Put { key: format!("audit/retrieval/{i:04}"), value: event.to_string().into_bytes() });
-            let r = submit(&mut client, medledger_api::tx::build(key, &c.genesis.chain_id, nonce, op), 100).await?;
+            let op = Op::Put(Put {
+                key: format!("audit/retrieval/{i:04}"),
+                value: event.to_string().into_bytes(),
+            });
+            let r = submit(
+                &mut client,
+                medledger_api::tx::build(key, &c.genesis.chain_id, nonce, op),
+                100,
+            )
+            .await?;
             if r.code != 0 {
                 bail!("retrieval record rejected: {}", r.reason);
             }
@@ -42,7 +56,13 @@ async fn show(c: &LocalConsortium) -> Result<()> {
             continue;
         }
         let s = c.status(i).await?;
-        println!("  {:<11} {:<9} height {:>3}  head {}", n.name, s.role, s.height, short(&s.head_hash));
+        println!(
+            "  {:<11} {:<9} height {:>3}  head {}",
+            n.name,
+            s.role,
+            s.height,
+            short(&s.head_hash)
+        );
     }
     Ok(())
 }
@@ -50,7 +70,15 @@ async fn show(c: &LocalConsortium) -> Result<()> {
 pub async fn run(bin: &Path) -> Result<()> {
     println!("== medledger demo: a 3-hospital consortium on loopback ==");
     let mut c = LocalConsortium::create(bin, 3, &Options::default())?;
-    println!("genesis {} for {}", hex::encode(c.genesis.hash()), c.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", "));
+    println!(
+        "genesis {} for {}",
+        hex::encode(c.genesis.hash()),
+        c.nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     c.start_all()?;
     let leader = c.wait_leader(Duration::from_secs(60)).await?;
     println!("leader elected: {}", c.nodes[leader].name);
@@ -59,10 +87,23 @@ pub async fn run(bin: &Path) -> Result<()> {
     let mut clinicians = Vec::new();
     for (i, admin) in c.admin_keys.clone().iter().enumerate() {
         let key = SigningKey::generate(Suite::Ed25519);
-        let op = Op::RegisterParticipant(RegisterParticipant { public_key: key.public(), role: "clinician".into() });
+        let op = Op::RegisterParticipant(RegisterParticipant {
+            public_key: key.public(),
+            role: "clinician".into(),
+        });
         let mut client = connect(&c.nodes[i].api_url()).await?;
-        let r = submit(&mut client, medledger_api::tx::build(admin, &c.genesis.chain_id, 1, op), 100).await?;
-        println!("{} registered clinician {} at height {}", c.nodes[i].name, short(&key.public()), r.height);
+        let r = submit(
+            &mut client,
+            medledger_api::tx::build(admin, &c.genesis.chain_id, 1, op),
+            100,
+        )
+        .await?;
+        println!(
+            "{} registered clinician {} at height {}",
+            c.nodes[i].name,
+            short(&key.public()),
+            r.height
+        );
         clinicians.push((key, 0u64));
     }
 
@@ -81,10 +122,22 @@ pub async fn run(bin: &Path) -> Result<()> {
 
     // A replayed transaction is refused with a reason, and nothing breaks.
     let (key, nonce) = &clinicians[0];
-    let op = Op::Put(Put { key: "audit/retrieval/replay".into(), value: b"{}".to_vec() });
+    let op = Op::Put(Put {
+        key: "audit/retrieval/replay".into(),
+        value: b"{}".to_vec(),
+    });
     let mut client = connect(&c.nodes[survivor].api_url()).await?;
-    let r = submit(&mut client, medledger_api::tx::build(key, &c.genesis.chain_id, *nonce, op), 100).await?;
-    println!("replayed nonce {nonce}: {} — {}", code_name(r.code), r.reason);
+    let r = submit(
+        &mut client,
+        medledger_api::tx::build(key, &c.genesis.chain_id, *nonce, op),
+        100,
+    )
+    .await?;
+    println!(
+        "replayed nonce {nonce}: {} — {}",
+        code_name(r.code),
+        r.reason
+    );
 
     println!("-- restart {} --", c.nodes[leader].name);
     c.start(leader)?;
@@ -96,13 +149,21 @@ pub async fn run(bin: &Path) -> Result<()> {
     for h in 1..=target {
         let mut hashes = Vec::new();
         for i in 0..3 {
-            let b = c.client(i).await?.get_block(GetBlockRequest { height: h }).await?.into_inner();
+            let b = c
+                .client(i)
+                .await?
+                .get_block(GetBlockRequest { height: h })
+                .await?
+                .into_inner();
             hashes.push(b.hash);
         }
         agree &= hashes.iter().all(|x| *x == hashes[0]);
     }
     if !agree {
-        bail!("block hashes differ between nodes; logs are under {}", c.dir.display());
+        bail!(
+            "block hashes differ between nodes; logs are under {}",
+            c.dir.display()
+        );
     }
     println!("all 3 nodes hold identical block hashes at every height 1..={target}");
     c.stop_all();

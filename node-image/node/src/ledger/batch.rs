@@ -18,16 +18,32 @@ pub struct Batch {
 
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Batch(proposer {}, {} txs)", self.proposer, self.txs.len())
+        write!(
+            f,
+            "Batch(proposer {}, {} txs)",
+            self.proposer,
+            self.txs.len()
+        )
     }
 }
 
 impl Batch {
-    pub fn sign(ctx: &ChainCtx, proposer: u64, key: &ed25519_dalek::SigningKey, txs: Vec<Vec<u8>>, timestamp_ms: i64) -> Batch {
+    pub fn sign(
+        ctx: &ChainCtx,
+        proposer: u64,
+        key: &ed25519_dalek::SigningKey,
+        txs: Vec<Vec<u8>>,
+        timestamp_ms: i64,
+    ) -> Batch {
         use ed25519_dalek::Signer;
         let root = tx_root(ctx.suite, &txs);
         let digest = proposal_digest(ctx.suite, &ctx.chain_id, proposer, timestamp_ms, &root);
-        Batch { proposer, timestamp_ms, txs, proposer_sig: key.sign(&digest).to_bytes().to_vec() }
+        Batch {
+            proposer,
+            timestamp_ms,
+            txs,
+            proposer_sig: key.sign(&digest).to_bytes().to_vec(),
+        }
     }
 }
 

@@ -23,12 +23,22 @@ impl ChainCtx {
         let admins = genesis
             .members
             .iter()
-            .map(|m| (hex::decode(&m.admin_key).expect("validated genesis"), m.name.clone()))
+            .map(|m| {
+                (
+                    hex::decode(&m.admin_key).expect("validated genesis"),
+                    m.name.clone(),
+                )
+            })
             .collect();
         let node_keys = genesis
             .members
             .iter()
-            .map(|m| (m.node_id, hex::decode(&m.node_key).expect("validated genesis")))
+            .map(|m| {
+                (
+                    m.node_id,
+                    hex::decode(&m.node_key).expect("validated genesis"),
+                )
+            })
             .collect();
         ChainCtx {
             genesis_hash: genesis.hash(),

@@ -5,7 +5,9 @@
 use super::{Batch, ChainCtx};
 use medledger_api::block::{header_hash, proposal_digest, results_root, tx_root};
 use medledger_api::crypto::{Hash, Suite};
-use medledger_api::pb::{Block, BlockHeader, ResultCode, Transaction, TxBody, TxResult, tx_body::Op};
+use medledger_api::pb::{
+    Block, BlockHeader, ResultCode, Transaction, TxBody, TxResult, tx_body::Op,
+};
 use std::collections::BTreeMap;
 
 /// Read access to committed state, as of the block before the one being executed.
@@ -42,32 +44,53 @@ enum Checked {
 }
 
 fn reject(code: ResultCode, reason: impl Into<String>) -> TxResult {
-    TxResult { code: code as i32, reason: reason.into() }
+    TxResult {
+        code: code as i32,
+        reason: reason.into(),
+    }
 }
 
 /// Checks that need no signature verification: size, encoding, chain, signer.
 /// Also used at ingress to turn away junk before it is ordered.
-pub fn precheck(ctx: &ChainCtx, state: &dyn StateRead, raw: &[u8]) -> Result<(Transaction, TxBody), TxResult> {
+pub fn precheck(
+    ctx: &ChainCtx,
+    state: &dyn StateRead,
+    raw: &[u8],
+) -> Result<(Transaction, TxBody), TxResult> {
     if raw.len() > ctx.max_tx_bytes {
         return Err(reject(
             ResultCode::Oversized,
-            format!("transaction is {} bytes; this chain accepts at most {} (maxTxBytes)", raw.len(), ctx.max_tx_bytes),
+            format!(
+                "transaction is {} bytes; this chain accepts at most {} (maxTxBytes)",
+                raw.len(),
+                ctx.max_tx_bytes
+            ),
         ));
     }
-    let (tx, body) = medledger_api::tx::decode(raw).map_err(|e| reject(ResultCode::Malformed, e.to_string()))?;
+    let (tx, body) =
+        medledger_api::tx::decode(raw).map_err(|e| reject(ResultCode::Malformed, e.to_string()))?;
     if body.chain_id != ctx.chain_id {
         return Err(reject(
             ResultCode::WrongChain,
-            format!("transaction is for chain {:?}, this is {:?}", body.chain_id, ctx.chain_id),
+            format!(
+                "transaction is for chain {:?}, this is {:?}",
+                body.chain_id, ctx.chain_id
+            ),
         ));
     }
     if ctx.suite.check_public_key(&body.signer).is_err() {
-        return Err(reject(ResultCode::Malformed, format!("signer is not a {} public key", ctx.suite)));
+        return Err(reject(
+            ResultCode::Malformed,
+            format!("signer is not a {} public key", ctx.suite),
+        ));
     }
     if !ctx.admins.contains_key(&body.signer) && state.participant_role(&body.signer).is_none() {
         return Err(reject(
             ResultCode::UnknownSigner,
-            format!("signer {} is not a member or a registered participant", hex::encode(&body.signer)),
+            format!(
+                "signer {} is not a member or a registered participant",
+                hex::encode(&body.signer)
+            ),
         ));
     }
     Ok((tx, body))
@@ -118,10 +141,18 @@ struct Overlay<'a> {
 
 impl Overlay<'_> {
     fn nonce(&self, signer: &[u8]) -> u64 {
-        self.changes.nonces.get(signer).copied().unwrap_or_else(|| self.state.nonce(signer))
+        self.changes
+            .nonces
+            .get(signer)
+            .copied()
+            .unwrap_or_else(|| self.state.nonce(signer))
     }
     fn role(&self, key: &[u8]) -> Option<String> {
-        self.changes.participants.get(key).cloned().or_else(|| self.state.participant_role(key))
+        self.changes
+            .participants
+            .get(key)
+            .cloned()
+            .or_else(|| self.state.participant_role(key))
     }
 }
 
@@ -129,25 +160,39 @@ fn apply_op(ctx: &ChainCtx, ov: &mut Overlay<'_>, body: &TxBody) -> TxResult {
     match body.op.as_ref().expect("precheck guarantees an op") {
         Op::RegisterParticipant(r) => {
             if !ctx.admins.contains_key(&body.signer) {
-                return reject(ResultCode::Unauthorized, "only a member administrator may register participants");
+                return reject(
+                    ResultCode::Unauthorized,
+                    "only a member administrator may register participants",
+                );
             }
             if ctx.suite.check_public_key(&r.public_key).is_err() {
-                return reject(ResultCode::Invalid, format!("participant key is not a {} public key", ctx.suite));
+                return reject(
+                    ResultCode::Invalid,
+                    format!("participant key is not a {} public key", ctx.suite),
+                );
             }
             const ROLES: [&str; 5] = ["patient", "clinician", "researcher", "auditor", "client"];
             if !ROLES.contains(&r.role.as_str()) {
-                return reject(ResultCode::Invalid, format!("role {:?} is not one of {ROLES:?}", r.role));
+                return reject(
+                    ResultCode::Invalid,
+                    format!("role {:?} is not one of {ROLES:?}", r.role),
+                );
             }
             if ctx.admins.contains_key(&r.public_key) || ov.role(&r.public_key).is_some() {
                 return reject(ResultCode::Invalid, "this key is already registered");
             }
-            ov.changes.participants.insert(r.public_key.clone(), r.role.clone());
+            ov.changes
+                .participants
+                .insert(r.public_key.clone(), r.role.clone());
         }
         Op::Put(p) => {
             if p.key.is_empty() || p.key.len() > 256 {
                 return reject(ResultCode::Invalid, "key must be 1 to 256 bytes");
             }
-            ov.changes.kv.insert(format!("{}/{}", hex::encode(&body.signer), p.key), p.value.clone());
+            ov.changes.kv.insert(
+                format!("{}/{}", hex::encode(&body.signer), p.key),
+                p.value.clone(),
+            );
         }
     }
     reject(ResultCode::Ok, "")
@@ -164,23 +209,38 @@ pub fn execute_batch(
     raft_index: u64,
 ) -> Executed {
     let root = tx_root(ctx.suite, &batch.txs);
-    let digest = proposal_digest(ctx.suite, &ctx.chain_id, batch.proposer, batch.timestamp_ms, &root);
+    let digest = proposal_digest(
+        ctx.suite,
+        &ctx.chain_id,
+        batch.proposer,
+        batch.timestamp_ms,
+        &root,
+    );
     // A proposal not signed by a validator orders nothing: every transaction in it is void.
-    let proposal_ok = ctx
-        .node_key(batch.proposer)
-        .is_some_and(|k| medledger_api::crypto::verify_ed25519(&k, &digest, &batch.proposer_sig).is_ok());
+    let proposal_ok = ctx.node_key(batch.proposer).is_some_and(|k| {
+        medledger_api::crypto::verify_ed25519(&k, &digest, &batch.proposer_sig).is_ok()
+    });
     let checked: Vec<Checked> = batch
         .txs
         .iter()
         .map(|raw| match precheck(ctx, state, raw) {
-            _ if !proposal_ok => Checked::Rejected(ResultCode::Invalid, "the proposal signature is invalid".into()),
+            _ if !proposal_ok => Checked::Rejected(
+                ResultCode::Invalid,
+                "the proposal signature is invalid".into(),
+            ),
             Ok((tx, body)) => Checked::Ok { body, tx },
-            Err(r) => Checked::Rejected(ResultCode::try_from(r.code).unwrap_or(ResultCode::Invalid), r.reason),
+            Err(r) => Checked::Rejected(
+                ResultCode::try_from(r.code).unwrap_or(ResultCode::Invalid),
+                r.reason,
+            ),
         })
         .collect();
     let sig_ok = verify_signatures(ctx.suite, &checked);
 
-    let mut ov = Overlay { state, changes: Changes::default() };
+    let mut ov = Overlay {
+        state,
+        changes: Changes::default(),
+    };
     let mut results = Vec::with_capacity(checked.len());
     let mut tx_ids = Vec::with_capacity(checked.len());
     for (i, (c, raw)) in checked.into_iter().zip(&batch.txs).enumerate() {
@@ -191,13 +251,19 @@ pub fn execute_batch(
         };
         let result = match c {
             Checked::Rejected(code, reason) => reject(code, reason),
-            Checked::Ok { .. } if !sig_ok[i] => reject(ResultCode::BadSignature, "signature does not verify for the signer key"),
+            Checked::Ok { .. } if !sig_ok[i] => reject(
+                ResultCode::BadSignature,
+                "signature does not verify for the signer key",
+            ),
             Checked::Ok { body, .. } => {
                 let last = ov.nonce(&body.signer);
                 if body.nonce <= last {
                     reject(
                         ResultCode::ReplayedNonce,
-                        format!("nonce {} is not above the signer's last committed nonce {last}", body.nonce),
+                        format!(
+                            "nonce {} is not above the signer's last committed nonce {last}",
+                            body.nonce
+                        ),
                     )
                 } else {
                     let r = apply_op(ctx, &mut ov, &body);
@@ -223,7 +289,16 @@ pub fn execute_batch(
         raft_index,
     };
     let hash = header_hash(ctx.suite, &header);
-    Executed { block: Block { header: Some(header), txs: batch.txs.clone(), results }, hash, changes: ov.changes, tx_ids }
+    Executed {
+        block: Block {
+            header: Some(header),
+            txs: batch.txs.clone(),
+            results,
+        },
+        hash,
+        changes: ov.changes,
+        tx_ids,
+    }
 }
 
 #[cfg(test)]
@@ -247,7 +322,10 @@ mod tests {
         let spec = GenesisSpec {
             chain_id: "unit".into(),
             suite,
-            block_limits: BlockLimits { max_block_txs: 100, max_tx_bytes: 1024 },
+            block_limits: BlockLimits {
+                max_block_txs: 100,
+                max_tx_bytes: 1024,
+            },
             members: vec![MemberSpec {
                 name: "hospital-a".into(),
                 node_key: hex::encode(node.public()),
@@ -256,7 +334,11 @@ mod tests {
             }],
         };
         let ctx = ChainCtx::new(Genesis::from_spec(&spec).unwrap());
-        Fixture { ctx, node: node.as_ed25519().unwrap().clone(), admin }
+        Fixture {
+            ctx,
+            node: node.as_ed25519().unwrap().clone(),
+            admin,
+        }
     }
 
     #[derive(Default)]
@@ -280,7 +362,10 @@ mod tests {
     }
 
     fn put(_k: &SigningKey, _nonce: u64) -> Op {
-        Op::Put(Put { key: "k".into(), value: b"v".to_vec() })
+        Op::Put(Put {
+            key: "k".into(),
+            value: b"v".to_vec(),
+        })
     }
 
     fn codes(e: &Executed) -> Vec<i32> {
@@ -294,32 +379,41 @@ mod tests {
             let patient = SigningKey::generate(suite);
             let stranger = SigningKey::generate(suite);
             let chain = f.ctx.chain_id.clone();
-            let reg = Op::RegisterParticipant(RegisterParticipant { public_key: patient.public(), role: "patient".into() });
+            let reg = Op::RegisterParticipant(RegisterParticipant {
+                public_key: patient.public(),
+                role: "patient".into(),
+            });
             let mut forged = medledger_api::pb::Transaction::decode(
                 medledger_api::tx::build(&f.admin, &chain, 9, put(&f.admin, 9)).as_slice(),
             )
             .unwrap();
             forged.signature[0] ^= 1;
             let txs = vec![
-                medledger_api::tx::build(&f.admin, &chain, 1, reg),                   // already registered
-                medledger_api::tx::build(&patient, &chain, 1, put(&patient, 1)),      // OK
-                medledger_api::tx::build(&patient, &chain, 1, put(&patient, 1)),      // replay within the block
-                medledger_api::tx::build(&stranger, &chain, 1, put(&stranger, 1)),    // unknown signer
-                medledger_api::tx::build(&patient, "other", 2, put(&patient, 2)),     // wrong chain
-                b"garbage".to_vec(),                                                  // malformed
-                vec![0u8; 2000],                                                      // oversized
-                prost::Message::encode_to_vec(&forged),                               // bad signature
+                medledger_api::tx::build(&f.admin, &chain, 1, reg), // already registered
+                medledger_api::tx::build(&patient, &chain, 1, put(&patient, 1)), // OK
+                medledger_api::tx::build(&patient, &chain, 1, put(&patient, 1)), // replay within the block
+                medledger_api::tx::build(&stranger, &chain, 1, put(&stranger, 1)), // unknown signer
+                medledger_api::tx::build(&patient, "other", 2, put(&patient, 2)), // wrong chain
+                b"garbage".to_vec(),                                             // malformed
+                vec![0u8; 2000],                                                 // oversized
+                prost::Message::encode_to_vec(&forged),                          // bad signature
                 medledger_api::tx::build(
                     &patient,
                     &chain,
                     3,
-                    Op::RegisterParticipant(RegisterParticipant { public_key: stranger.public(), role: "clinician".into() }),
+                    Op::RegisterParticipant(RegisterParticipant {
+                        public_key: stranger.public(),
+                        role: "clinician".into(),
+                    }),
                 ), // unauthorized
                 medledger_api::tx::build(
                     &f.admin,
                     &chain,
                     2,
-                    Op::RegisterParticipant(RegisterParticipant { public_key: stranger.public(), role: "wizard".into() }),
+                    Op::RegisterParticipant(RegisterParticipant {
+                        public_key: stranger.public(),
+                        role: "wizard".into(),
+                    }),
                 ), // invalid role
             ];
             let mut state = Mem::default();
@@ -328,14 +422,29 @@ mod tests {
             use ResultCode::*;
             assert_eq!(
                 codes(&e),
-                [Invalid, Ok, ReplayedNonce, UnknownSigner, WrongChain, Malformed, Oversized, BadSignature, Unauthorized, Invalid]
-                    .map(|c| c as i32)
-                    .to_vec(),
+                [
+                    Invalid,
+                    Ok,
+                    ReplayedNonce,
+                    UnknownSigner,
+                    WrongChain,
+                    Malformed,
+                    Oversized,
+                    BadSignature,
+                    Unauthorized,
+                    Invalid
+                ]
+                .map(|c| c as i32)
+                .to_vec(),
                 "{suite}: {:?}",
                 e.block.results
             );
             assert!(e.block.results.iter().skip(2).all(|r| !r.reason.is_empty()));
-            assert_eq!(e.changes.nonces.get(&patient.public()), Some(&3), "a rejected op still consumes its nonce");
+            assert_eq!(
+                e.changes.nonces.get(&patient.public()),
+                Some(&3),
+                "a rejected op still consumes its nonce"
+            );
         }
     }
 
@@ -346,7 +455,15 @@ mod tests {
         let id = f.ctx.node_keys.keys().next().copied().unwrap();
         let mut batch = Batch::sign(&f.ctx, id, &f.node, vec![tx], 5);
         batch.proposer_sig[0] ^= 1;
-        let e = execute_batch(&f.ctx, &Mem::default(), &batch, 1, &f.ctx.genesis_hash, 1, 1);
+        let e = execute_batch(
+            &f.ctx,
+            &Mem::default(),
+            &batch,
+            1,
+            &f.ctx.genesis_hash,
+            1,
+            1,
+        );
         assert_eq!(codes(&e), vec![ResultCode::Invalid as i32]);
         assert!(e.changes.nonces.is_empty());
     }
@@ -354,7 +471,9 @@ mod tests {
     #[test]
     fn execution_is_deterministic() {
         let f = fixture(Suite::Ed25519);
-        let txs: Vec<_> = (1..=5).map(|n| medledger_api::tx::build(&f.admin, &f.ctx.chain_id, n, put(&f.admin, n))).collect();
+        let txs: Vec<_> = (1..=5)
+            .map(|n| medledger_api::tx::build(&f.admin, &f.ctx.chain_id, n, put(&f.admin, n)))
+            .collect();
         let a = run(&f, &Mem::default(), txs.clone());
         let b = run(&f, &Mem::default(), txs);
         assert_eq!(a.hash, b.hash);

@@ -14,7 +14,9 @@ pub enum ChainError {
          move its data directory aside and restart the node to re-sync it from its peers"
     )]
     Tampered { height: u64, reason: String },
-    #[error("stored block at height {height} is missing; move the data directory aside and restart to re-sync")]
+    #[error(
+        "stored block at height {height} is missing; move the data directory aside and restart to re-sync"
+    )]
     Missing { height: u64 },
     #[error("cannot read the store: {0}")]
     Read(String),
@@ -28,11 +30,21 @@ pub fn verify_chain(
 ) -> Result<(), ChainError> {
     let mut check_range = |from: u64, to: u64, mut prev: Hash| -> Result<Hash, ChainError> {
         for height in from..=to {
-            let (block, recorded) = get(height).map_err(ChainError::Read)?.ok_or(ChainError::Missing { height })?;
-            let hash = verify_block(ctx.suite, &ctx.chain_id, &block, height, &prev, |id| ctx.node_key(id))
-                .map_err(|e| ChainError::Tampered { height, reason: e.to_string() })?;
+            let (block, recorded) = get(height)
+                .map_err(ChainError::Read)?
+                .ok_or(ChainError::Missing { height })?;
+            let hash = verify_block(ctx.suite, &ctx.chain_id, &block, height, &prev, |id| {
+                ctx.node_key(id)
+            })
+            .map_err(|e| ChainError::Tampered {
+                height,
+                reason: e.to_string(),
+            })?;
             if recorded.is_some_and(|r| r != hash) {
-                return Err(ChainError::Tampered { height, reason: "recorded block hash differs from the block".into() });
+                return Err(ChainError::Tampered {
+                    height,
+                    reason: "recorded block hash differs from the block".into(),
+                });
             }
             prev = hash;
         }
@@ -44,14 +56,26 @@ pub fn verify_chain(
         last = check_range(head.anchor_height + 1, head.height, head.anchor_hash)?;
     } else if head.anchor_height > 0 {
         // The anchor lies inside the verified prefix: it must be the block we hold there.
-        let (block, _) = get(head.anchor_height).map_err(ChainError::Read)?.ok_or(ChainError::Missing { height: head.anchor_height })?;
-        let h = medledger_api::block::header_hash(ctx.suite, block.header.as_ref().expect("verified"));
+        let (block, _) =
+            get(head.anchor_height)
+                .map_err(ChainError::Read)?
+                .ok_or(ChainError::Missing {
+                    height: head.anchor_height,
+                })?;
+        let h =
+            medledger_api::block::header_hash(ctx.suite, block.header.as_ref().expect("verified"));
         if h != head.anchor_hash {
-            return Err(ChainError::Tampered { height: head.anchor_height, reason: "differs from the snapshot anchor".into() });
+            return Err(ChainError::Tampered {
+                height: head.anchor_height,
+                reason: "differs from the snapshot anchor".into(),
+            });
         }
     }
     if last != head.hash {
-        return Err(ChainError::Tampered { height: head.height, reason: "head hash differs from the last block".into() });
+        return Err(ChainError::Tampered {
+            height: head.height,
+            reason: "head hash differs from the last block".into(),
+        });
     }
     Ok(())
 }
@@ -59,7 +83,10 @@ pub fn verify_chain(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{Batch, execute::{StateRead, execute_batch}};
+    use crate::ledger::{
+        Batch,
+        execute::{StateRead, execute_batch},
+    };
     use medledger_api::crypto::Suite;
     use medledger_api::genesis::{Genesis, GenesisSpec, MemberSpec};
     use medledger_api::keys::SigningKey;
@@ -93,18 +120,33 @@ mod tests {
         let mut prev = ctx.genesis_hash;
         let mut blocks = Vec::new();
         for h in 1..=n {
-            let tx = medledger_api::tx::build(&admin, "v", h, medledger_api::pb::tx_body::Op::Put(Default::default()));
+            let tx = medledger_api::tx::build(
+                &admin,
+                "v",
+                h,
+                medledger_api::pb::tx_body::Op::Put(Default::default()),
+            );
             let batch = Batch::sign(&ctx, id, node.as_ed25519().unwrap(), vec![tx], h as i64);
             let e = execute_batch(&ctx, &Empty, &batch, h, &prev, 1, h);
             prev = e.hash;
             blocks.push((e.block, e.hash));
         }
-        let head = Head { height: n, hash: prev, contiguous: n, anchor_height: 0, anchor_hash: ctx.genesis_hash };
+        let head = Head {
+            height: n,
+            hash: prev,
+            contiguous: n,
+            anchor_height: 0,
+            anchor_hash: ctx.genesis_hash,
+        };
         (ctx, blocks, head)
     }
 
     fn verify(ctx: &ChainCtx, blocks: &[(Block, Hash)], head: &Head) -> Result<(), ChainError> {
-        verify_chain(ctx, head, |h| Ok(blocks.get(h as usize - 1).map(|(b, x)| (b.clone(), Some(*x)))))
+        verify_chain(ctx, head, |h| {
+            Ok(blocks
+                .get(h as usize - 1)
+                .map(|(b, x)| (b.clone(), Some(*x))))
+        })
     }
 
     #[test]
@@ -135,18 +177,42 @@ mod tests {
     #[test]
     fn a_missing_block_or_a_wrong_head_is_reported() {
         let (ctx, blocks, head) = chain(4);
-        assert_eq!(verify(&ctx, &blocks[..2], &head), Err(ChainError::Missing { height: 3 }));
+        assert_eq!(
+            verify(&ctx, &blocks[..2], &head),
+            Err(ChainError::Missing { height: 3 })
+        );
         let mut wrong = head;
         wrong.hash[0] ^= 1;
-        assert!(matches!(verify(&ctx, &blocks, &wrong), Err(ChainError::Tampered { height: 4, .. })));
+        assert!(matches!(
+            verify(&ctx, &blocks, &wrong),
+            Err(ChainError::Tampered { height: 4, .. })
+        ));
     }
 
     #[test]
     fn a_gap_below_a_snapshot_anchor_is_verified_from_the_anchor() {
         let (ctx, blocks, head) = chain(6);
         // Blocks 1..=2 held, 3..=4 not yet back-filled, anchor at 4, 5..=6 applied after it.
-        let partial: Vec<_> = blocks.iter().enumerate().map(|(i, b)| if (2..4).contains(&i) { None } else { Some(b.clone()) }).collect();
-        let h = Head { contiguous: 2, anchor_height: 4, anchor_hash: blocks[3].1, ..head };
-        verify_chain(&ctx, &h, |x| Ok(partial[x as usize - 1].clone().map(|(b, y)| (b, Some(y))))).unwrap();
+        let partial: Vec<_> = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                if (2..4).contains(&i) {
+                    None
+                } else {
+                    Some(b.clone())
+                }
+            })
+            .collect();
+        let h = Head {
+            contiguous: 2,
+            anchor_height: 4,
+            anchor_hash: blocks[3].1,
+            ..head
+        };
+        verify_chain(&ctx, &h, |x| {
+            Ok(partial[x as usize - 1].clone().map(|(b, y)| (b, Some(y))))
+        })
+        .unwrap();
     }
 }

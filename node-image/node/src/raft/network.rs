@@ -5,9 +5,14 @@
 use super::{Node, NodeId, TypeConfig};
 use crate::transport::peers::Peers;
 use medledger_api::pb::RaftMessage;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
 use serde::{Serialize, de::DeserializeOwned};
 use std::sync::Arc;
 
@@ -25,7 +30,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConn;
 
     async fn new_client(&mut self, target: NodeId, _node: &Node) -> PeerConn {
-        PeerConn { target, peers: self.peers.clone() }
+        PeerConn {
+            target,
+            peers: self.peers.clone(),
+        }
     }
 }
 
@@ -37,14 +45,23 @@ enum Rpc {
 }
 
 impl PeerConn {
-    async fn call<Req, Resp, E>(&self, rpc: Rpc, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut client = self.peers.client(self.target).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let payload =
+            bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = self
+            .peers
+            .client(self.target)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut request = tonic::Request::new(RaftMessage { payload });
         request.set_timeout(option.hard_ttl());
         let resp = match rpc {
@@ -55,7 +72,8 @@ impl PeerConn {
         .map_err(|s| RPCError::Unreachable(Unreachable::new(&s)))?;
         self.peers.mark_ok(self.target);
         let result: Result<Resp, RaftError<NodeId, E>> =
-            bincode::deserialize(&resp.into_inner().payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            bincode::deserialize(&resp.into_inner().payload)
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -73,7 +91,10 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
+    > {
         self.call(Rpc::Snapshot, &rpc, &option).await
     }
 
@@ -85,4 +106,3 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         self.call(Rpc::Vote, &rpc, &option).await
     }
 }
-

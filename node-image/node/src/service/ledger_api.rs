@@ -5,8 +5,9 @@ use crate::node::Shared;
 use crate::store::{Head, role_of};
 use medledger_api::pb::{self, ledger_server::Ledger, query_request::Query};
 use pb::{
-    GetBlockRequest, GetBlockResponse, GetTxRequest, GetTxResponse, QueryRequest, QueryResponse, ResultCode, StatusRequest,
-    StatusResponse, StreamBlocksRequest, SubmitTxRequest, SubmitTxResponse, TxResult,
+    GetBlockRequest, GetBlockResponse, GetTxRequest, GetTxResponse, QueryRequest, QueryResponse,
+    ResultCode, StatusRequest, StatusResponse, StreamBlocksRequest, SubmitTxRequest,
+    SubmitTxResponse, TxResult,
 };
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,7 +29,11 @@ fn internal(e: impl std::fmt::Display) -> Status {
 impl Shared {
     /// Validates, orders and waits for a transaction. `may_forward` is false for requests
     /// that were already forwarded to us, so a confused cluster cannot bounce them around.
-    pub async fn submit(&self, raw: Vec<u8>, may_forward: bool) -> Result<SubmitTxResponse, Status> {
+    pub async fn submit(
+        &self,
+        raw: Vec<u8>,
+        may_forward: bool,
+    ) -> Result<SubmitTxResponse, Status> {
         let started = Instant::now();
         let ctx = &self.ctx;
         let id = match medledger_api::tx::decode(&raw) {
@@ -41,19 +46,35 @@ impl Shared {
             if let Some(found) = self.committed_result(&view, &id)? {
                 return Ok(found);
             }
-            let precheck = crate::ledger::execute::precheck(ctx, &view, &raw).and_then(|(_, body)| {
-                let last = view.try_nonce(&body.signer).map_err(|e| TxResult { code: ResultCode::Invalid as i32, reason: e.to_string() })?;
-                if body.nonce <= last {
-                    return Err(TxResult {
-                        code: ResultCode::ReplayedNonce as i32,
-                        reason: format!("nonce {} is not above the signer's last committed nonce {last}", body.nonce),
-                    });
-                }
-                Ok(())
-            });
+            let precheck =
+                crate::ledger::execute::precheck(ctx, &view, &raw).and_then(|(_, body)| {
+                    let last = view.try_nonce(&body.signer).map_err(|e| TxResult {
+                        code: ResultCode::Invalid as i32,
+                        reason: e.to_string(),
+                    })?;
+                    if body.nonce <= last {
+                        return Err(TxResult {
+                            code: ResultCode::ReplayedNonce as i32,
+                            reason: format!(
+                                "nonce {} is not above the signer's last committed nonce {last}",
+                                body.nonce
+                            ),
+                        });
+                    }
+                    Ok(())
+                });
             if let Err(r) = precheck {
-                self.metrics.ingress_rejected.with_label_values(&[code_name(r.code)]).inc();
-                return Ok(SubmitTxResponse { tx_id: id.to_vec(), height: 0, index: 0, code: r.code, reason: r.reason });
+                self.metrics
+                    .ingress_rejected
+                    .with_label_values(&[code_name(r.code)])
+                    .inc();
+                return Ok(SubmitTxResponse {
+                    tx_id: id.to_vec(),
+                    height: 0,
+                    index: 0,
+                    code: r.code,
+                    reason: r.reason,
+                });
             }
         }
         let leader = self.raft.metrics().borrow().current_leader;
@@ -64,12 +85,26 @@ impl Shared {
                 .await
                 .map_err(|_| Status::unavailable("not committed within 10 s (no quorum?); resubmitting the same transaction is safe"))?
                 .map_err(Status::unavailable)?;
-            SubmitTxResponse { tx_id: c.tx_id.to_vec(), height: c.height, index: c.index, code: c.code, reason: c.reason }
+            SubmitTxResponse {
+                tx_id: c.tx_id.to_vec(),
+                height: c.height,
+                index: c.index,
+                code: c.code,
+                reason: c.reason,
+            }
         } else if let (Some(l), true) = (leader, may_forward) {
-            let mut client = self.peers.client(l).map_err(|e| Status::unavailable(e.to_string()))?;
-            client.forward(SubmitTxRequest { tx: raw }).await?.into_inner()
+            let mut client = self
+                .peers
+                .client(l)
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            client
+                .forward(SubmitTxRequest { tx: raw })
+                .await?
+                .into_inner()
         } else {
-            return Err(Status::unavailable("no Raft leader is known right now; retry shortly"));
+            return Err(Status::unavailable(
+                "no Raft leader is known right now; retry shortly",
+            ));
         };
         if resp.code == ResultCode::ReplayedNonce as i32 {
             // Our copy lost a race with an earlier copy of the same transaction.
@@ -79,39 +114,71 @@ impl Shared {
             }
         }
         if resp.height > 0 {
-            self.metrics.commit_latency.observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .commit_latency
+                .observe(started.elapsed().as_secs_f64());
         }
         Ok(resp)
     }
 
-    fn committed_result(&self, view: &crate::store::ReadView, id: &[u8]) -> Result<Option<SubmitTxResponse>, Status> {
-        let Some((height, index)) = view.tx_location(id).map_err(internal)? else { return Ok(None) };
-        let block = view.block(height).map_err(internal)?.ok_or_else(|| Status::internal("indexed block missing"))?;
-        let r = block.results.get(index as usize).cloned().unwrap_or_default();
+    fn committed_result(
+        &self,
+        view: &crate::store::ReadView,
+        id: &[u8],
+    ) -> Result<Option<SubmitTxResponse>, Status> {
+        let Some((height, index)) = view.tx_location(id).map_err(internal)? else {
+            return Ok(None);
+        };
+        let block = view
+            .block(height)
+            .map_err(internal)?
+            .ok_or_else(|| Status::internal("indexed block missing"))?;
+        let r = block
+            .results
+            .get(index as usize)
+            .cloned()
+            .unwrap_or_default();
         if r.code != ResultCode::Ok as i32 {
             return Ok(None);
         }
-        Ok(Some(SubmitTxResponse { tx_id: id.to_vec(), height, index, code: r.code, reason: r.reason }))
+        Ok(Some(SubmitTxResponse {
+            tx_id: id.to_vec(),
+            height,
+            index,
+            code: r.code,
+            reason: r.reason,
+        }))
     }
 
-    pub async fn query(&self, req: QueryRequest, may_forward: bool) -> Result<QueryResponse, Status> {
+    pub async fn query(
+        &self,
+        req: QueryRequest,
+        may_forward: bool,
+    ) -> Result<QueryResponse, Status> {
         if req.linearizable {
             let leader = self.raft.metrics().borrow().current_leader;
             if leader == Some(self.me) {
-                self.raft
-                    .ensure_linearizable()
-                    .await
-                    .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}; retry")))?;
+                self.raft.ensure_linearizable().await.map_err(|e| {
+                    Status::unavailable(format!("cannot confirm leadership: {e}; retry"))
+                })?;
             } else if let (Some(l), true) = (leader, may_forward) {
-                let mut client = self.peers.client(l).map_err(|e| Status::unavailable(e.to_string()))?;
+                let mut client = self
+                    .peers
+                    .client(l)
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
                 return Ok(client.forward_query(req).await?.into_inner());
             } else {
-                return Err(Status::unavailable("no Raft leader is known right now; retry shortly"));
+                return Err(Status::unavailable(
+                    "no Raft leader is known right now; retry shortly",
+                ));
             }
         }
         let view = self.store.read().map_err(internal)?;
         let height = view.head().map_err(internal)?.height;
-        let mut out = QueryResponse { height, ..Default::default() };
+        let mut out = QueryResponse {
+            height,
+            ..Default::default()
+        };
         match req.query {
             Some(Query::KvKey(k)) => {
                 if let Some(v) = view.kv(&k).map_err(internal)? {
@@ -129,7 +196,11 @@ impl Shared {
                     out.role = role;
                 }
             }
-            None => return Err(Status::invalid_argument("query is empty: set kv_key, signer_nonce or participant")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "query is empty: set kv_key, signer_nonce or participant",
+                ));
+            }
         }
         Ok(out)
     }
@@ -142,13 +213,22 @@ impl Shared {
             return Err(Status::not_found("the chain has no blocks yet"));
         }
         if height > head.height {
-            return Err(Status::not_found(format!("block {height} does not exist yet; the head is at {}", head.height)));
+            return Err(Status::not_found(format!(
+                "block {height} does not exist yet; the head is at {}",
+                head.height
+            )));
         }
         let block = view.block(height).map_err(internal)?.ok_or_else(|| {
             Status::unavailable(format!("block {height} is not on this node yet (back-filling after a snapshot); retry or ask another node"))
         })?;
-        let hash = view.block_hash(height).map_err(internal)?.unwrap_or_default();
-        Ok(GetBlockResponse { block: Some(block), hash: hash.to_vec() })
+        let hash = view
+            .block_hash(height)
+            .map_err(internal)?
+            .unwrap_or_default();
+        Ok(GetBlockResponse {
+            block: Some(block),
+            hash: hash.to_vec(),
+        })
     }
 
     pub fn status(&self) -> StatusResponse {
@@ -173,6 +253,8 @@ impl Shared {
             committed_index: last_log,
             applied_index: applied,
             suite: self.ctx.suite.to_string(),
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
         }
     }
 }
@@ -212,17 +294,25 @@ pub fn block_stream(node: Arc<Shared>, from: u64, to: Option<u64>, follow: bool)
 
 #[tonic::async_trait]
 impl Ledger for LedgerService {
-    async fn submit_tx(&self, request: Request<SubmitTxRequest>) -> Result<Response<SubmitTxResponse>, Status> {
-        self.node.submit(request.into_inner().tx, true).await.map(Response::new)
+    async fn submit_tx(
+        &self,
+        request: Request<SubmitTxRequest>,
+    ) -> Result<Response<SubmitTxResponse>, Status> {
+        self.node
+            .submit(request.into_inner().tx, true)
+            .await
+            .map(Response::new)
     }
 
-    async fn get_tx(&self, request: Request<GetTxRequest>) -> Result<Response<GetTxResponse>, Status> {
+    async fn get_tx(
+        &self,
+        request: Request<GetTxRequest>,
+    ) -> Result<Response<GetTxResponse>, Status> {
         let id = request.into_inner().tx_id;
         let view = self.node.store.read().map_err(internal)?;
-        let (height, index) = view
-            .tx_location(&id)
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("no transaction {} on this node", hex::encode(&id))))?;
+        let (height, index) = view.tx_location(&id).map_err(internal)?.ok_or_else(|| {
+            Status::not_found(format!("no transaction {} on this node", hex::encode(&id)))
+        })?;
         let block = self.node.block_response(height)?;
         let b = block.block.unwrap_or_default();
         let raw = b.txs.get(index as usize).cloned().unwrap_or_default();
@@ -236,22 +326,44 @@ impl Ledger for LedgerService {
         }))
     }
 
-    async fn get_block(&self, request: Request<GetBlockRequest>) -> Result<Response<GetBlockResponse>, Status> {
-        self.node.block_response(request.into_inner().height).map(Response::new)
+    async fn get_block(
+        &self,
+        request: Request<GetBlockRequest>,
+    ) -> Result<Response<GetBlockResponse>, Status> {
+        self.node
+            .block_response(request.into_inner().height)
+            .map(Response::new)
     }
 
     type StreamBlocksStream = BlockStream;
 
-    async fn stream_blocks(&self, request: Request<StreamBlocksRequest>) -> Result<Response<BlockStream>, Status> {
+    async fn stream_blocks(
+        &self,
+        request: Request<StreamBlocksRequest>,
+    ) -> Result<Response<BlockStream>, Status> {
         let r = request.into_inner();
-        Ok(Response::new(block_stream(self.node.clone(), r.from_height, None, r.follow)))
+        Ok(Response::new(block_stream(
+            self.node.clone(),
+            r.from_height,
+            None,
+            r.follow,
+        )))
     }
 
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         Ok(Response::new(self.node.status()))
     }
 
-    async fn query(&self, request: Request<QueryRequest>) -> Result<Response<QueryResponse>, Status> {
-        self.node.query(request.into_inner(), true).await.map(Response::new)
+    async fn query(
+        &self,
+        request: Request<QueryRequest>,
+    ) -> Result<Response<QueryResponse>, Status> {
+        self.node
+            .query(request.into_inner(), true)
+            .await
+            .map(Response::new)
     }
 }

@@ -32,7 +32,13 @@ pub struct Submitter {
 }
 
 impl Submitter {
-    pub fn start(raft: Raft, ctx: Arc<ChainCtx>, me: u64, key: ed25519_dalek::SigningKey, max_batch: usize) -> Submitter {
+    pub fn start(
+        raft: Raft,
+        ctx: Arc<ChainCtx>,
+        me: u64,
+        key: ed25519_dalek::SigningKey,
+        max_batch: usize,
+    ) -> Submitter {
         let (tx, rx) = mpsc::channel(max_batch * PIPELINE * 2);
         tokio::spawn(run(raft, ctx, me, key, max_batch, rx));
         Submitter { queue: tx }
@@ -41,15 +47,28 @@ impl Submitter {
     /// Queues a transaction and waits until it is committed and applied.
     pub async fn submit(&self, raw: Vec<u8>) -> Reply {
         let (reply, rx) = oneshot::channel();
-        self.queue.send(Pending { raw, reply }).await.map_err(|_| "node is shutting down".to_string())?;
-        rx.await.map_err(|_| "proposal was dropped; retry".to_string())?
+        self.queue
+            .send(Pending { raw, reply })
+            .await
+            .map_err(|_| "node is shutting down".to_string())?;
+        rx.await
+            .map_err(|_| "proposal was dropped; retry".to_string())?
     }
 }
 
-async fn run(raft: Raft, ctx: Arc<ChainCtx>, me: u64, key: ed25519_dalek::SigningKey, max_batch: usize, mut rx: mpsc::Receiver<Pending>) {
+async fn run(
+    raft: Raft,
+    ctx: Arc<ChainCtx>,
+    me: u64,
+    key: ed25519_dalek::SigningKey,
+    max_batch: usize,
+    mut rx: mpsc::Receiver<Pending>,
+) {
     let slots = Arc::new(Semaphore::new(PIPELINE));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let Some(first) = rx.recv().await else { return };
         let mut items = vec![first];
         while items.len() < max_batch {
@@ -66,7 +85,9 @@ async fn run(raft: Raft, ctx: Arc<ChainCtx>, me: u64, key: ed25519_dalek::Signin
             match raft.client_write(batch).await {
                 Ok(resp) => deliver(resp.data, replies),
                 Err(e) => {
-                    let msg = format!("not committed: {e}; retry (the same transaction is safe to resubmit)");
+                    let msg = format!(
+                        "not committed: {e}; retry (the same transaction is safe to resubmit)"
+                    );
                     for r in replies {
                         let _ = r.send(Err(msg.clone()));
                     }
@@ -77,11 +98,24 @@ async fn run(raft: Raft, ctx: Arc<ChainCtx>, me: u64, key: ed25519_dalek::Signin
 }
 
 fn deliver(out: BatchOutcome, replies: Vec<oneshot::Sender<Reply>>) {
-    for (i, (r, ((code, reason), tx_id))) in replies.into_iter().zip(out.results.into_iter().zip(out.tx_ids)).enumerate() {
-        let _ = r.send(Ok(Committed { height: out.height, index: i as u32, code, reason, tx_id }));
+    for (i, (r, ((code, reason), tx_id))) in replies
+        .into_iter()
+        .zip(out.results.into_iter().zip(out.tx_ids))
+        .enumerate()
+    {
+        let _ = r.send(Ok(Committed {
+            height: out.height,
+            index: i as u32,
+            code,
+            reason,
+            tx_id,
+        }));
     }
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -1,6 +1,9 @@
 //! The Raft log on redb. Appends are fsynced before openraft is told they are flushed:
 //! an entry a node has acknowledged survives a crash.
 
+// openraft's StorageError is large by design and these closures must return it.
+#![allow(clippy::result_large_err)]
+
 use super::{LOG, META, Store, decode, encode, get_meta};
 use crate::raft::{NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -23,14 +26,17 @@ impl LogStore {
         LogStore { store }
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, super::StoreError> {
-        let r = self.store.db.begin_read()?;
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, super::StoreError> {
+        let r = self.store.log_db.begin_read()?;
         let t = r.open_table(META)?;
         get_meta(&t, key)
     }
 
     fn write_meta<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<(), super::StoreError> {
-        let mut w = self.store.db.begin_write()?;
+        let mut w = self.store.log_db.begin_write()?;
         w.set_durability(Durability::Immediate);
         w.open_table(META)?.insert(key, encode(v).as_slice())?;
         w.commit()?;
@@ -46,8 +52,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> SResult<Vec<Entry<TypeConfig>>> {
         tokio::task::block_in_place(|| {
-            let r = self.store.db.begin_read().map_err(|e| StorageIOError::read_logs(&e))?;
-            let t = r.open_table(LOG).map_err(|e| StorageIOError::read_logs(&e))?;
+            let r = self
+                .store
+                .log_db
+                .begin_read()
+                .map_err(|e| StorageIOError::read_logs(&e))?;
+            let t = r
+                .open_table(LOG)
+                .map_err(|e| StorageIOError::read_logs(&e))?;
             let mut out = Vec::new();
             for item in t.range(range).map_err(|e| StorageIOError::read_logs(&e))? {
                 let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
@@ -63,17 +75,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> SResult<LogState<TypeConfig>> {
         tokio::task::block_in_place(|| {
-            let purged: Option<LogId<NodeId>> = self.read_meta(META_PURGED).map_err(|e| StorageIOError::read_logs(&e))?;
-            let r = self.store.db.begin_read().map_err(|e| StorageIOError::read_logs(&e))?;
-            let t = r.open_table(LOG).map_err(|e| StorageIOError::read_logs(&e))?;
+            let purged: Option<LogId<NodeId>> = self
+                .read_meta(META_PURGED)
+                .map_err(|e| StorageIOError::read_logs(&e))?;
+            let r = self
+                .store
+                .log_db
+                .begin_read()
+                .map_err(|e| StorageIOError::read_logs(&e))?;
+            let t = r
+                .open_table(LOG)
+                .map_err(|e| StorageIOError::read_logs(&e))?;
             let last = match t.last().map_err(|e| StorageIOError::read_logs(&e))? {
                 Some((_, v)) => {
-                    let e: Entry<TypeConfig> = decode(v.value()).map_err(|e| StorageIOError::read_logs(&e))?;
+                    let e: Entry<TypeConfig> =
+                        decode(v.value()).map_err(|e| StorageIOError::read_logs(&e))?;
                     Some(e.log_id)
                 }
                 None => purged,
             };
-            Ok(LogState { last_purged_log_id: purged, last_log_id: last })
+            Ok(LogState {
+                last_purged_log_id: purged,
+                last_log_id: last,
+            })
         })
     }
 
@@ -82,11 +106,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> SResult<()> {
-        tokio::task::block_in_place(|| self.write_meta(META_VOTE, vote)).map_err(|e| StorageIOError::write_vote(&e).into())
+        tokio::task::block_in_place(|| self.write_meta(META_VOTE, vote))
+            .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> SResult<Option<Vote<NodeId>>> {
-        tokio::task::block_in_place(|| self.read_meta(META_VOTE)).map_err(|e| StorageIOError::read_vote(&e).into())
+        tokio::task::block_in_place(|| self.read_meta(META_VOTE))
+            .map_err(|e| StorageIOError::read_vote(&e).into())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> SResult<()> {
@@ -106,7 +132,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let res = tokio::task::block_in_place(|| -> Result<(), super::StoreError> {
-            let mut w = self.store.db.begin_write()?;
+            let mut w = self.store.log_db.begin_write()?;
             w.set_durability(Durability::Immediate);
             {
                 let mut t = w.open_table(LOG)?;
@@ -131,7 +157,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
         tokio::task::block_in_place(|| -> Result<(), super::StoreError> {
-            let mut w = self.store.db.begin_write()?;
+            let mut w = self.store.log_db.begin_write()?;
             w.set_durability(Durability::Immediate);
             w.open_table(LOG)?.retain_in(log_id.index.., |_, _| false)?;
             w.commit()?;
@@ -142,10 +168,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
         tokio::task::block_in_place(|| -> Result<(), super::StoreError> {
-            let mut w = self.store.db.begin_write()?;
+            let mut w = self.store.log_db.begin_write()?;
             w.set_durability(Durability::Immediate);
-            w.open_table(META)?.insert(META_PURGED, encode(&log_id).as_slice())?;
-            w.open_table(LOG)?.retain_in(..=log_id.index, |_, _| false)?;
+            w.open_table(META)?
+                .insert(META_PURGED, encode(&log_id).as_slice())?;
+            w.open_table(LOG)?
+                .retain_in(..=log_id.index, |_, _| false)?;
             w.commit()?;
             Ok(())
         })

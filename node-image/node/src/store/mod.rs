@@ -8,7 +8,10 @@ use crate::ledger::execute::{Changes, MEMBER_ROLE, StateRead};
 use medledger_api::crypto::Hash;
 use medledger_api::pb::Block;
 use prost::Message;
-use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::path::Path;
 use std::sync::Arc;
@@ -27,7 +30,7 @@ pub(crate) const META_HEAD: &str = "head";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage error: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     #[error("stored data cannot be decoded ({0}); the data directory is damaged")]
     Codec(String),
 }
@@ -35,11 +38,17 @@ pub enum StoreError {
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+            fn from(e: $t) -> Self { StoreError::Db(Box::new(e.into())) }
         }
     )*};
 }
-from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     bincode::serialize(v).expect("in-memory values serialize")
@@ -62,28 +71,45 @@ pub struct Head {
 
 impl Head {
     pub fn genesis(genesis_hash: Hash) -> Head {
-        Head { height: 0, hash: genesis_hash, contiguous: 0, anchor_height: 0, anchor_hash: genesis_hash }
+        Head {
+            height: 0,
+            hash: genesis_hash,
+            contiguous: 0,
+            anchor_height: 0,
+            anchor_hash: genesis_hash,
+        }
     }
     pub fn complete(&self) -> bool {
         self.contiguous >= self.anchor_height
     }
 }
 
+/// Two redb files: the Raft log (vote, entries) and the ledger (blocks, state, snapshot).
+/// Each has a single writer, so keeping them apart lets log appends and block applies
+/// fsync in parallel instead of queueing behind each other.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) db: Arc<Database>,
+    pub(crate) log_db: Arc<Database>,
     genesis_hash: Hash,
 }
 
 impl Store {
     pub fn open(dir: &Path, genesis_hash: Hash) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Db(redb::Error::Io(e)))?;
-        let db = Database::builder().set_cache_size(64 << 20).create(dir.join("ledger.redb"))?;
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(Box::new(redb::Error::Io(e))))?;
+        let log_db = Database::builder()
+            .set_cache_size(32 << 20)
+            .create(dir.join("raft-log.redb"))?;
+        let txn = log_db.begin_write()?;
+        txn.open_table(LOG)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        let db = Database::builder()
+            .set_cache_size(64 << 20)
+            .create(dir.join("ledger.redb"))?;
         let txn = db.begin_write()?;
         {
             // Create every table up front so readers never see "table does not exist".
-            txn.open_table(LOG)?;
             txn.open_table(BLOCKS)?;
             txn.open_table(BLOCK_HASHES)?;
             txn.open_table(TX_INDEX)?;
@@ -96,7 +122,11 @@ impl Store {
             }
         }
         txn.commit()?;
-        Ok(Store { db: Arc::new(db), genesis_hash })
+        Ok(Store {
+            db: Arc::new(db),
+            log_db: Arc::new(log_db),
+            genesis_hash,
+        })
     }
 
     pub fn genesis_hash(&self) -> Hash {
@@ -104,7 +134,9 @@ impl Store {
     }
 
     pub fn read(&self) -> Result<ReadView, StoreError> {
-        Ok(ReadView { txn: self.db.begin_read()? })
+        Ok(ReadView {
+            txn: self.db.begin_read()?,
+        })
     }
 
     pub fn head(&self) -> Result<Head, StoreError> {
@@ -146,7 +178,9 @@ impl ReadView {
     pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
         let t = self.txn.open_table(BLOCKS)?;
         match t.get(height)? {
-            Some(v) => Block::decode(v.value()).map(Some).map_err(|e| StoreError::Codec(e.to_string())),
+            Some(v) => Block::decode(v.value())
+                .map(Some)
+                .map_err(|e| StoreError::Codec(e.to_string())),
             None => Ok(None),
         }
     }
@@ -199,11 +233,16 @@ pub(crate) struct WriteView<'a>(pub &'a WriteTransaction);
 impl StateRead for WriteView<'_> {
     fn nonce(&self, signer: &[u8]) -> u64 {
         let t = self.0.open_table(NONCES).expect("nonces table");
-        t.get(signer).expect("state store read failed").map(|v| v.value()).unwrap_or(0)
+        t.get(signer)
+            .expect("state store read failed")
+            .map(|v| v.value())
+            .unwrap_or(0)
     }
     fn participant_role(&self, key: &[u8]) -> Option<String> {
         let t = self.0.open_table(PARTICIPANTS).expect("participants table");
-        t.get(key).expect("state store read failed").map(|v| v.value().to_string())
+        t.get(key)
+            .expect("state store read failed")
+            .map(|v| v.value().to_string())
     }
 }
 
@@ -214,9 +253,15 @@ pub(crate) fn write_block(
     hash: &Hash,
     changes: &Changes,
 ) -> Result<(), StoreError> {
-    let height = block.header.as_ref().expect("executed block has a header").height;
-    txn.open_table(BLOCKS)?.insert(height, block.encode_to_vec().as_slice())?;
-    txn.open_table(BLOCK_HASHES)?.insert(height, hash.as_slice())?;
+    let height = block
+        .header
+        .as_ref()
+        .expect("executed block has a header")
+        .height;
+    txn.open_table(BLOCKS)?
+        .insert(height, block.encode_to_vec().as_slice())?;
+    txn.open_table(BLOCK_HASHES)?
+        .insert(height, hash.as_slice())?;
     write_tx_index(txn, block, height, &changes.tx_index)?;
     let mut nonces = txn.open_table(NONCES)?;
     for (k, v) in &changes.nonces {
@@ -243,7 +288,11 @@ pub(crate) fn write_tx_index(
 ) -> Result<(), StoreError> {
     let mut index = txn.open_table(TX_INDEX)?;
     for (id, i) in ids {
-        let ok = block.results.get(*i as usize).map(|r| r.code == 0).unwrap_or(false);
+        let ok = block
+            .results
+            .get(*i as usize)
+            .map(|r| r.code == 0)
+            .unwrap_or(false);
         let existing = index.get(id.as_slice())?.map(|v| v.value());
         let keep_existing = match existing {
             None => false,
@@ -265,7 +314,8 @@ pub(crate) fn write_tx_index(
 }
 
 pub(crate) fn put_head(txn: &WriteTransaction, head: &Head) -> Result<(), StoreError> {
-    txn.open_table(META)?.insert(META_HEAD, encode(head).as_slice())?;
+    txn.open_table(META)?
+        .insert(META_HEAD, encode(head).as_slice())?;
     Ok(())
 }
 
@@ -275,7 +325,11 @@ pub(crate) fn read_head(txn: &WriteTransaction) -> Result<Head, StoreError> {
 }
 
 /// Role reported for a key: "member:<name>" for administrators, else the registered role.
-pub fn role_of(ctx: &crate::ledger::ChainCtx, view: &ReadView, key: &[u8]) -> Result<Option<String>, StoreError> {
+pub fn role_of(
+    ctx: &crate::ledger::ChainCtx,
+    view: &ReadView,
+    key: &[u8],
+) -> Result<Option<String>, StoreError> {
     if let Some(name) = ctx.admins.get(key) {
         return Ok(Some(format!("{MEMBER_ROLE}:{name}")));
     }

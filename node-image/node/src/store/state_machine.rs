@@ -3,15 +3,17 @@
 //! written in one fsynced transaction.
 
 use super::{
-    Head, KV, META, NONCES, PARTICIPANTS, Store, StoreError, WriteView, decode, encode, get_meta, put_head, read_head,
-    write_block,
+    Head, KV, META, NONCES, PARTICIPANTS, Store, StoreError, WriteView, decode, encode, get_meta,
+    put_head, read_head, write_block,
 };
 use crate::ledger::execute::execute_batch;
 use crate::ledger::{BatchOutcome, ChainCtx};
 use crate::metrics::{Metrics, code_name};
 use crate::raft::{Node, NodeId, TypeConfig};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{Entry, EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership};
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership,
+};
 use redb::{Durability, ReadableTable};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
@@ -48,17 +50,32 @@ fn sm_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 }
 
 impl StateMachine {
-    pub fn new(store: Store, ctx: Arc<ChainCtx>, metrics: Arc<Metrics>) -> Result<(StateMachine, watch::Receiver<Head>), StoreError> {
+    pub fn new(
+        store: Store,
+        ctx: Arc<ChainCtx>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(StateMachine, watch::Receiver<Head>), StoreError> {
         let head = store.head()?;
         let (head_tx, rx) = watch::channel(head);
-        Ok((StateMachine { store, ctx, head_tx, metrics }, rx))
+        Ok((
+            StateMachine {
+                store,
+                ctx,
+                head_tx,
+                metrics,
+            },
+            rx,
+        ))
     }
 
     pub fn head_sender(&self) -> watch::Sender<Head> {
         self.head_tx.clone()
     }
 
-    fn apply_sync(&self, entries: Vec<Entry<TypeConfig>>) -> Result<(Vec<BatchOutcome>, Head), StoreError> {
+    fn apply_sync(
+        &self,
+        entries: Vec<Entry<TypeConfig>>,
+    ) -> Result<(Vec<BatchOutcome>, Head), StoreError> {
         let mut w = self.store.db.begin_write()?;
         w.set_durability(Durability::Immediate);
         let mut head = read_head(&w)?;
@@ -92,7 +109,12 @@ impl StateMachine {
                     head.hash = ex.hash;
                     outcomes.push(BatchOutcome {
                         height,
-                        results: ex.block.results.iter().map(|r| (r.code, r.reason.clone())).collect(),
+                        results: ex
+                            .block
+                            .results
+                            .iter()
+                            .map(|r| (r.code, r.reason.clone()))
+                            .collect(),
                         tx_ids: ex.tx_ids,
                     });
                 }
@@ -113,17 +135,27 @@ impl StateMachine {
     fn build_snapshot_sync(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
         let r = self.store.db.begin_read()?;
         let meta_t = r.open_table(META)?;
-        let applied: Option<LogId<NodeId>> = get_meta::<Option<LogId<NodeId>>>(&meta_t, META_APPLIED)?.flatten();
-        let membership: StoredMembership<NodeId, Node> = get_meta(&meta_t, META_MEMBERSHIP)?.unwrap_or_default();
-        let head: Head = get_meta(&meta_t, super::META_HEAD)?.ok_or_else(|| StoreError::Codec("missing head".into()))?;
-        let mut state = SnapshotState { head, nonces: vec![], participants: vec![], kv: vec![] };
+        let applied: Option<LogId<NodeId>> =
+            get_meta::<Option<LogId<NodeId>>>(&meta_t, META_APPLIED)?.flatten();
+        let membership: StoredMembership<NodeId, Node> =
+            get_meta(&meta_t, META_MEMBERSHIP)?.unwrap_or_default();
+        let head: Head = get_meta(&meta_t, super::META_HEAD)?
+            .ok_or_else(|| StoreError::Codec("missing head".into()))?;
+        let mut state = SnapshotState {
+            head,
+            nonces: vec![],
+            participants: vec![],
+            kv: vec![],
+        };
         for item in r.open_table(NONCES)?.iter()? {
             let (k, v) = item?;
             state.nonces.push((k.value().to_vec(), v.value()));
         }
         for item in r.open_table(PARTICIPANTS)?.iter()? {
             let (k, v) = item?;
-            state.participants.push((k.value().to_vec(), v.value().to_string()));
+            state
+                .participants
+                .push((k.value().to_vec(), v.value().to_string()));
         }
         for item in r.open_table(KV)?.iter()? {
             let (k, v) = item?;
@@ -134,15 +166,29 @@ impl StateMachine {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, head.height),
             None => format!("empty-{}", head.height),
         };
-        let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id };
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id,
+        };
         let mut w = self.store.db.begin_write()?;
         w.set_durability(Durability::Immediate);
-        w.open_table(META)?.insert(META_SNAPSHOT, encode(&(meta.clone(), data.clone())).as_slice())?;
+        w.open_table(META)?.insert(
+            META_SNAPSHOT,
+            encode(&(meta.clone(), data.clone())).as_slice(),
+        )?;
         w.commit()?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 
-    fn install_snapshot_sync(&self, meta: &SnapshotMeta<NodeId, Node>, data: Vec<u8>) -> Result<Head, StoreError> {
+    fn install_snapshot_sync(
+        &self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        data: Vec<u8>,
+    ) -> Result<Head, StoreError> {
         let state: SnapshotState = decode(&data)?;
         let mut w = self.store.db.begin_write()?;
         w.set_durability(Durability::Immediate);
@@ -186,14 +232,17 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
-        tokio::task::block_in_place(|| self.build_snapshot_sync()).map_err(|e| StorageIOError::write_snapshot(None, &e).into())
+        tokio::task::block_in_place(|| self.build_snapshot_sync())
+            .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
-    async fn applied_state(&mut self) -> SResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>)> {
+    async fn applied_state(
+        &mut self,
+    ) -> SResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>)> {
         tokio::task::block_in_place(|| -> Result<_, StoreError> {
             let r = self.store.db.begin_read()?;
             let t = r.open_table(META)?;
@@ -210,11 +259,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        let (outcomes, head) = tokio::task::block_in_place(|| self.apply_sync(entries)).map_err(sm_err)?;
+        let (outcomes, head) =
+            tokio::task::block_in_place(|| self.apply_sync(entries)).map_err(sm_err)?;
         self.head_tx.send_replace(head);
         for o in &outcomes {
             for (code, _) in &o.results {
-                self.metrics.transactions.with_label_values(&[code_name(*code)]).inc();
+                self.metrics
+                    .transactions
+                    .with_label_values(&[code_name(*code)])
+                    .inc();
             }
         }
         Ok(outcomes)
@@ -228,9 +281,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta<NodeId, Node>, snapshot: Box<Cursor<Vec<u8>>>) -> SResult<()> {
-        let head = tokio::task::block_in_place(|| self.install_snapshot_sync(meta, snapshot.into_inner()))
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> SResult<()> {
+        let head =
+            tokio::task::block_in_place(|| self.install_snapshot_sync(meta, snapshot.into_inner()))
+                .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         self.head_tx.send_replace(head);
         Ok(())
     }
@@ -240,7 +298,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let r = self.store.db.begin_read()?;
             let t = r.open_table(META)?;
             let snap: Option<(SnapshotMeta<NodeId, Node>, Vec<u8>)> = get_meta(&t, META_SNAPSHOT)?;
-            Ok(snap.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+            Ok(snap.map(|(meta, data)| Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(data)),
+            }))
         })
         .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }

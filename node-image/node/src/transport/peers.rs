@@ -38,7 +38,12 @@ pub enum PeerError {
 }
 
 impl Peers {
-    pub fn new(me: u64, key: ed25519_dalek::SigningKey, infos: HashMap<u64, PeerInfo>, isolated: Arc<AtomicBool>) -> Peers {
+    pub fn new(
+        me: u64,
+        key: ed25519_dalek::SigningKey,
+        infos: HashMap<u64, PeerInfo>,
+        isolated: Arc<AtomicBool>,
+    ) -> Peers {
         Peers {
             me,
             key,
@@ -54,7 +59,13 @@ impl Peers {
     }
 
     pub fn ids(&self) -> Vec<u64> {
-        self.infos.lock().expect("peers lock").keys().copied().filter(|id| *id != self.me).collect()
+        self.infos
+            .lock()
+            .expect("peers lock")
+            .keys()
+            .copied()
+            .filter(|id| *id != self.me)
+            .collect()
     }
 
     /// A client for `id`, connecting on first use.
@@ -91,7 +102,10 @@ impl Peers {
     }
 
     pub fn mark_ok(&self, id: u64) {
-        self.last_ok.lock().expect("peers lock").insert(id, Instant::now());
+        self.last_ok
+            .lock()
+            .expect("peers lock")
+            .insert(id, Instant::now());
     }
 
     /// Peers that answered within the last few seconds.

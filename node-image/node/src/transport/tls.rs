@@ -28,12 +28,20 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// A self-signed certificate for the node key, and the key in the form rustls wants.
-pub fn node_certificate(key: &ed25519_dalek::SigningKey) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
-    let pkcs8 = key.to_pkcs8_der().map_err(|e| TlsError::Cert(e.to_string()))?;
+pub fn node_certificate(
+    key: &ed25519_dalek::SigningKey,
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
+    let pkcs8 = key
+        .to_pkcs8_der()
+        .map_err(|e| TlsError::Cert(e.to_string()))?;
     let der = PrivatePkcs8KeyDer::from(pkcs8.as_bytes().to_vec());
-    let kp = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ED25519).map_err(|e| TlsError::Cert(e.to_string()))?;
-    let params = rcgen::CertificateParams::new(vec![NODE_CERT_NAME.to_string()]).map_err(|e| TlsError::Cert(e.to_string()))?;
-    let cert = params.self_signed(&kp).map_err(|e| TlsError::Cert(e.to_string()))?;
+    let kp = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ED25519)
+        .map_err(|e| TlsError::Cert(e.to_string()))?;
+    let params = rcgen::CertificateParams::new(vec![NODE_CERT_NAME.to_string()])
+        .map_err(|e| TlsError::Cert(e.to_string()))?;
+    let cert = params
+        .self_signed(&kp)
+        .map_err(|e| TlsError::Cert(e.to_string()))?;
     Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(der)))
 }
 
@@ -56,11 +64,21 @@ struct PeerVerifier {
     provider: Arc<CryptoProvider>,
 }
 
-fn sig12(p: &CryptoProvider, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+fn sig12(
+    p: &CryptoProvider,
+    m: &[u8],
+    c: &CertificateDer<'_>,
+    d: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
     verify_tls12_signature(m, c, d, &p.signature_verification_algorithms)
 }
 
-fn sig13(p: &CryptoProvider, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+fn sig13(
+    p: &CryptoProvider,
+    m: &[u8],
+    c: &CertificateDer<'_>,
+    d: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
     verify_tls13_signature(m, c, d, &p.signature_verification_algorithms)
 }
 
@@ -75,24 +93,45 @@ impl ClientCertVerifier for PeerVerifier {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let key = ed25519_key_of(end_entity).ok_or_else(|| rustls::Error::General("peer certificate has no Ed25519 key".into()))?;
-        if self.allowed.read().expect("allowed keys lock").contains(&key) {
+        let key = ed25519_key_of(end_entity)
+            .ok_or_else(|| rustls::Error::General("peer certificate has no Ed25519 key".into()))?;
+        if self
+            .allowed
+            .read()
+            .expect("allowed keys lock")
+            .contains(&key)
+        {
             Ok(ClientCertVerified::assertion())
         } else {
-            Err(rustls::Error::General(format!("node key {} is not a validator of this consortium", hex::encode(key))))
+            Err(rustls::Error::General(format!(
+                "node key {} is not a validator of this consortium",
+                hex::encode(key)
+            )))
         }
     }
 
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         sig12(&self.provider, m, c, d)
     }
 
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         sig13(&self.provider, m, c, d)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -120,24 +159,42 @@ impl ServerCertVerifier for PinnedServer {
         }
     }
 
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         sig12(&self.provider, m, c, d)
     }
 
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         sig13(&self.provider, m, c, d)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
 /// TLS for the peer port: client certificates required and checked against `allowed`.
-pub fn server_config(key: &ed25519_dalek::SigningKey, allowed: AllowedKeys) -> Result<rustls::ServerConfig, TlsError> {
+pub fn server_config(
+    key: &ed25519_dalek::SigningKey,
+    allowed: AllowedKeys,
+) -> Result<rustls::ServerConfig, TlsError> {
     let (cert, der) = node_certificate(key)?;
     let provider = provider();
-    let verifier = Arc::new(PeerVerifier { allowed, provider: provider.clone() });
+    let verifier = Arc::new(PeerVerifier {
+        allowed,
+        provider: provider.clone(),
+    });
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -147,7 +204,10 @@ pub fn server_config(key: &ed25519_dalek::SigningKey, allowed: AllowedKeys) -> R
 }
 
 /// TLS for dialling one peer: presents our certificate, accepts only `expected`'s key.
-pub fn client_config(key: &ed25519_dalek::SigningKey, expected: [u8; 32]) -> Result<rustls::ClientConfig, TlsError> {
+pub fn client_config(
+    key: &ed25519_dalek::SigningKey,
+    expected: [u8; 32],
+) -> Result<rustls::ClientConfig, TlsError> {
     let (cert, der) = node_certificate(key)?;
     let provider = provider();
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())

@@ -31,8 +31,17 @@ pub async fn register_clients(c: &LocalConsortium, n: usize) -> Vec<SigningKey> 
     let mut keys = Vec::new();
     for i in 0..n {
         let k = SigningKey::generate(c.genesis.suite);
-        let op = Op::RegisterParticipant(RegisterParticipant { public_key: k.public(), role: "client".into() });
-        let r = submit(&mut client, medledger_api::tx::build(admin, &c.genesis.chain_id, i as u64 + 1, op), 100).await.unwrap();
+        let op = Op::RegisterParticipant(RegisterParticipant {
+            public_key: k.public(),
+            role: "client".into(),
+        });
+        let r = submit(
+            &mut client,
+            medledger_api::tx::build(admin, &c.genesis.chain_id, i as u64 + 1, op),
+            100,
+        )
+        .await
+        .unwrap();
         assert_eq!(r.code, 0, "registration failed: {}", r.reason);
         keys.push(k);
     }
@@ -40,7 +49,10 @@ pub async fn register_clients(c: &LocalConsortium, n: usize) -> Vec<SigningKey> 
 }
 
 pub fn put_tx(c: &LocalConsortium, key: &SigningKey, nonce: u64, tag: &str) -> Vec<u8> {
-    let op = Op::Put(Put { key: format!("{tag}/{nonce}"), value: vec![7u8; 200] });
+    let op = Op::Put(Put {
+        key: format!("{tag}/{nonce}"),
+        value: vec![7u8; 200],
+    });
     medledger_api::tx::build(key, &c.genesis.chain_id, nonce, op)
 }
 
@@ -49,12 +61,20 @@ pub async fn try_submit(url: &str, tx: Vec<u8>) -> Result<SubmitTxResponse, Stri
     let mut client = connect(url).await.map_err(|e| e.to_string())?;
     let mut req = tonic::Request::new(SubmitTxRequest { tx });
     req.set_timeout(Duration::from_secs(15));
-    client.submit_tx(req).await.map(|r| r.into_inner()).map_err(|s| s.message().to_string())
+    client
+        .submit_tx(req)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| s.message().to_string())
 }
 
 /// Background writers: each key submits sequential nonces round-robin over the node URLs
 /// until `stop`; returns the ids of acknowledged (committed, OK) transactions.
-pub fn start_load(c: &LocalConsortium, keys: Vec<SigningKey>, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<Vec<Vec<u8>>>> {
+pub fn start_load(
+    c: &LocalConsortium,
+    keys: Vec<SigningKey>,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<Vec<u8>>>> {
     let urls: Vec<String> = c.nodes.iter().map(|n| n.api_url()).collect();
     let chain = c.genesis.chain_id.clone();
     keys.into_iter()
@@ -69,7 +89,10 @@ pub fn start_load(c: &LocalConsortium, keys: Vec<SigningKey>, stop: Arc<AtomicBo
                 let mut turn = k;
                 while !stop.load(Ordering::Relaxed) {
                     nonce += 1;
-                    let op = Op::Put(Put { key: format!("load/{nonce}"), value: vec![1u8; 200] });
+                    let op = Op::Put(Put {
+                        key: format!("load/{nonce}"),
+                        value: vec![1u8; 200],
+                    });
                     let tx = medledger_api::tx::build(&key, &chain, nonce, op);
                     turn += 1;
                     match try_submit(&urls[turn % urls.len()], tx).await {
@@ -98,9 +121,17 @@ pub async fn assert_converged(c: &LocalConsortium, acked: &[Vec<u8>]) -> u64 {
     let h = c.status(leader).await.unwrap().height;
     c.wait_height(h, WAIT).await.unwrap();
     let (agree, accepted, height) = c.verify_chains().await.unwrap();
-    assert!(agree, "nodes hold different chains; logs under {}", c.dir.display());
+    assert!(
+        agree,
+        "nodes hold different chains; logs under {}",
+        c.dir.display()
+    );
     let lost: Vec<_> = acked.iter().filter(|id| !accepted.contains(*id)).collect();
-    assert!(lost.is_empty(), "{} acknowledged transactions are missing from the chain", lost.len());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged transactions are missing from the chain",
+        lost.len()
+    );
     height
 }
 
@@ -113,5 +144,8 @@ pub fn metric(text: &str, name: &str) -> f64 {
 }
 
 pub fn default_opts() -> Options {
-    Options { suite: Suite::Ed25519, ..Default::default() }
+    Options {
+        suite: Suite::Ed25519,
+        ..Default::default()
+    }
 }
