@@ -134,6 +134,29 @@ pub async fn acquire(
     }
 }
 
+/// Gives the lease up on shutdown so a standby takes over at once instead of after a lease
+/// duration. Best effort: failures are logged.
+pub async fn release(client: Client, cfg: &LeaseConfig) {
+    let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
+    let Ok(Some(mut lease)) = api.get_opt(&cfg.name).await else {
+        return;
+    };
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
+        return;
+    }
+    spec.holder_identity = None;
+    spec.renew_time = None;
+    let pp = PostParams {
+        field_manager: Some(crate::resources::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api.replace(&cfg.name, &pp, &lease).await {
+        Ok(_) => tracing::info!("released the leader lease"),
+        Err(e) => tracing::warn!(error = %e, "cannot release the leader lease"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +205,34 @@ mod tests {
         assert_eq!(spec.holder_identity.as_deref(), Some("b"));
         assert_eq!(spec.lease_transitions, Some(2));
         assert_eq!(spec.acquire_time, Some(MicroTime(at(16))));
+    }
+
+    #[tokio::test]
+    async fn replicas_take_turns_through_the_api() {
+        use crate::controllers::testing::FakeApi;
+        let fake = FakeApi::new();
+        let api: Api<Lease> = Api::namespaced(fake.client(), "medledger-system");
+        assert!(try_acquire(&api, &cfg("a")).await.unwrap());
+        assert!(
+            !try_acquire(&api, &cfg("b")).await.unwrap(),
+            "a live lease is not stolen"
+        );
+        assert!(
+            try_acquire(&api, &cfg("a")).await.unwrap(),
+            "the holder renews"
+        );
+        release(fake.client(), &cfg("a")).await;
+        assert!(
+            try_acquire(&api, &cfg("b")).await.unwrap(),
+            "a released lease is taken at once"
+        );
+        let path = FakeApi::path(
+            "apis/coordination.k8s.io/v1",
+            "medledger-system",
+            "leases",
+            "medledger-operator",
+        );
+        assert_eq!(fake.get(&path).unwrap()["spec"]["holderIdentity"], "b");
     }
 
     #[test]

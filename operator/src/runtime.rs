@@ -121,23 +121,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .pod_name
         .clone()
         .unwrap_or_else(|| format!("medledger-operator-{}", std::process::id()));
-    let lease_lost: BoxFuture<'static, ()> = if args.leader_elect {
-        let namespace = args.pod_namespace.clone().ok_or_else(|| {
-            anyhow::anyhow!("--leader-elect needs --pod-namespace (or POD_NAMESPACE)")
-        })?;
-        let cfg = LeaseConfig {
+    let lease_cfg = match (args.leader_elect, &args.pod_namespace) {
+        (false, _) => None,
+        (true, None) => anyhow::bail!("--leader-elect needs --pod-namespace (or POD_NAMESPACE)"),
+        (true, Some(namespace)) => Some(LeaseConfig {
             name: args.lease_name.clone(),
-            namespace,
+            namespace: namespace.clone(),
             identity: identity.clone(),
             duration: Duration::from_secs(15),
             retry: Duration::from_secs(5),
-        };
-        tokio::select! {
-            lost = lease::acquire(client.clone(), cfg) => lost.boxed(),
-            _ = shutdown.clone() => return Ok(()),
+        }),
+    };
+    let lease_lost: BoxFuture<'static, ()> = match &lease_cfg {
+        None => futures::future::pending().boxed(),
+        Some(cfg) => {
+            // A standby is healthy: it reports ready while it waits, so that a rolling update
+            // of the operator never waits on a pod that cannot lead until the old one leaves.
+            ready.store(true, Ordering::Relaxed);
+            let lost = tokio::select! {
+                lost = lease::acquire(client.clone(), cfg.clone()) => lost.boxed(),
+                _ = shutdown.clone() => return Ok(()),
+            };
+            ready.store(false, Ordering::Relaxed);
+            lost
         }
-    } else {
-        futures::future::pending().boxed()
     };
 
     let ctx = Arc::new(Context::new(
@@ -255,6 +262,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     poller.abort();
     ready.store(false, Ordering::Relaxed);
+    if let Some(cfg) = &lease_cfg {
+        lease::release(client.clone(), cfg).await;
+    }
     let _ = admin.await;
     tracing::info!("stopped");
     Ok(())

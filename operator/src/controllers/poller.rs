@@ -11,7 +11,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use medledger_api::pb::{StatusRequest, StatusResponse, ledger_client::LedgerClient};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,6 +94,7 @@ pub async fn run(
     interval: Duration,
 ) {
     let mut failures: HashMap<String, u32> = HashMap::new();
+    let mut exported: HashSet<[String; 4]> = HashSet::new();
     loop {
         let nodes: Vec<LedgerNode> = store
             .state()
@@ -110,6 +111,7 @@ pub async fn run(
                 .buffer_unordered(8)
                 .collect()
                 .await;
+        let mut seen = HashSet::new();
         for (node, result) in results {
             let key = super::object_key(&node);
             let labels = [
@@ -118,6 +120,7 @@ pub async fn run(
                 node.spec.member_name.clone(),
                 node.spec.consortium_ref.name.clone(),
             ];
+            seen.insert(labels.clone());
             let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
             let polled = match &result {
                 Ok(resp) => {
@@ -165,6 +168,12 @@ pub async fn run(
                 }
             }
         }
+        // Nodes deleted or no longer deployed stop being exported.
+        for gone in exported.difference(&seen) {
+            ctx.metrics
+                .forget_node(&gone[0], &gone[1], &gone[2], &gone[3]);
+        }
+        exported = seen;
         tokio::time::sleep(interval).await;
     }
 }

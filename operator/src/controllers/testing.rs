@@ -227,6 +227,28 @@ impl FakeApi {
                 merge(entry, &applied);
                 ok(StatusCode::OK, &entry.clone())
             }
+            Method::PUT => {
+                let Some(existing) = s.objects.get(&path) else {
+                    return status(StatusCode::NOT_FOUND, "NotFound", "no such object");
+                };
+                let current_rv = existing["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("0")
+                    .to_string();
+                if body["metadata"]["resourceVersion"].as_str() != Some(current_rv.as_str()) {
+                    return status(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        "the object has been modified",
+                    );
+                }
+                let mut obj = body;
+                obj["metadata"]["uid"] = existing["metadata"]["uid"].clone();
+                obj["metadata"]["resourceVersion"] =
+                    json!((current_rv.parse::<u64>().unwrap_or(0) + 1).to_string());
+                s.objects.insert(path.clone(), obj.clone());
+                ok(StatusCode::OK, &obj)
+            }
             Method::DELETE => match s.objects.remove(&path) {
                 Some(v) => ok(StatusCode::OK, &v),
                 None => status(StatusCode::NOT_FOUND, "NotFound", "no such object"),
