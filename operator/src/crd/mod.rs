@@ -8,6 +8,7 @@
 
 pub mod conditions;
 pub mod consortium;
+pub mod docs;
 pub mod federated_worker;
 pub mod ipfs_cluster;
 pub mod ledger_node;
