@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
     validation = Rule::new("self.replicationFactorMin <= self.replicationFactorMax")
         .message("replicationFactorMin must not exceed replicationFactorMax")
         .field_path(".replicationFactorMin"),
-    validation = Rule::new("self.replicationFactorMax <= self.replicas + size(self.trustedPeers)")
+    validation = Rule::new("self.replicationFactorMax <= self.replicas + (has(self.trustedPeers) ? size(self.trustedPeers) : 0)")
         .message("replicationFactorMax is larger than the number of peers (replicas + trustedPeers); lower it or add peers")
         .field_path(".replicationFactorMax")
 )]
@@ -185,6 +185,11 @@ spec:
         o["spec"]["replicationFactorMin"] = json!(4);
         o["spec"]["replicationFactorMax"] = json!(3);
         assert_rejected::<IpfsCluster>(&o, None, "replicationFactorMin must not exceed");
+        let mut o = fixture();
+        o["spec"].as_object_mut().unwrap().remove("trustedPeers");
+        assert_accepted::<IpfsCluster>(&o, None);
+        o["spec"]["replicationFactorMax"] = json!(4);
+        assert_rejected::<IpfsCluster>(&o, None, "replicationFactorMax is larger than the number of peers");
         let mut o = fixture();
         o["spec"]["replicationFactorMax"] = json!(5);
         assert_rejected::<IpfsCluster>(
