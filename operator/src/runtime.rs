@@ -58,6 +58,21 @@ pub struct Args {
     pub poll_interval: u64,
 }
 
+/// Remembers the last generation seen per object, to react to spec changes only.
+#[derive(Default)]
+pub struct GenerationFilter(std::sync::Mutex<std::collections::HashMap<String, i64>>);
+
+impl GenerationFilter {
+    /// True when `obj` is new or its generation differs from the last one seen.
+    pub fn first_sight_of_generation<K: Resource>(&self, obj: &K) -> bool {
+        let key = obj
+            .uid()
+            .unwrap_or_else(|| format!("{:?}/{}", obj.namespace(), obj.name_any()));
+        let generation = obj.meta().generation.unwrap_or(0);
+        self.0.lock().unwrap().insert(key, generation) != Some(generation)
+    }
+}
+
 type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
 
 fn shutdown_signal() -> ShutdownSignal {
@@ -164,6 +179,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let node_store = nodes.store();
     let by_consortium = node_store.clone();
+    let spec_changed = GenerationFilter::default();
     let nodes = nodes
         .owns(api::<StatefulSet>(&client, ns), managed())
         .owns(api::<Service>(&client, ns), managed())
@@ -173,6 +189,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             api::<DeserializeGuard<Consortium>>(&client, ns),
             watcher::Config::default().any_semantic(),
             move |c| {
+                // Only spec changes matter to nodes: a Consortium's status follows its nodes,
+                // and reacting to it would wake every node whenever any node changes.
+                if !spec_changed.first_sight_of_generation(&c) {
+                    return Vec::new();
+                }
                 let (name, namespace) = (c.name_any(), c.namespace());
                 by_consortium
                     .state()
@@ -224,6 +245,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             },
         )
         .graceful_shutdown_on(shutdown.clone())
+        // Coalesce bursts (many nodes changing at once) into one reconcile.
+        .with_config(kube::runtime::Config::default().debounce(Duration::from_secs(1)))
         .run(
             controllers::consortium::reconcile,
             controllers::consortium::error_policy,
@@ -268,4 +291,42 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let _ = admin.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn arguments_parse() {
+        let a = Args::try_parse_from([
+            "medledger-operator",
+            "--log-format",
+            "json",
+            "--leader-elect",
+            "--poll-interval",
+            "30",
+        ])
+        .unwrap();
+        assert_eq!(a.log_format, LogFormat::Json);
+        assert!(a.leader_elect);
+        assert_eq!(a.poll_interval, 30);
+        assert_eq!(a.admin_addr.port(), 8080);
+        assert!(Args::try_parse_from(["medledger-operator", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn generation_filter_passes_spec_changes_only() {
+        let f = GenerationFilter::default();
+        let mut c = crate::resources::fixtures::consortium("00", 1);
+        assert!(f.first_sight_of_generation(&c));
+        c.status = Some(Default::default());
+        assert!(
+            !f.first_sight_of_generation(&c),
+            "a status change is not a spec change"
+        );
+        c.metadata.generation = Some(2);
+        assert!(f.first_sight_of_generation(&c));
+    }
 }

@@ -189,7 +189,11 @@ spec:
         o["spec"].as_object_mut().unwrap().remove("trustedPeers");
         assert_accepted::<IpfsCluster>(&o, None);
         o["spec"]["replicationFactorMax"] = json!(4);
-        assert_rejected::<IpfsCluster>(&o, None, "replicationFactorMax is larger than the number of peers");
+        assert_rejected::<IpfsCluster>(
+            &o,
+            None,
+            "replicationFactorMax is larger than the number of peers",
+        );
         let mut o = fixture();
         o["spec"]["replicationFactorMax"] = json!(5);
         assert_rejected::<IpfsCluster>(
