@@ -226,6 +226,93 @@ mod tests {
         assert_eq!(next_view(Some(&v), Ok(fewer.clone()), 0), Some(fewer));
     }
 
+    /// A ledger that answers `Status` only, on a loopback port.
+    struct FakeLedger;
+
+    #[tonic::async_trait]
+    impl medledger_api::pb::ledger_server::Ledger for FakeLedger {
+        async fn submit_tx(
+            &self,
+            _: tonic::Request<medledger_api::pb::SubmitTxRequest>,
+        ) -> Result<tonic::Response<medledger_api::pb::SubmitTxResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+        async fn get_tx(
+            &self,
+            _: tonic::Request<medledger_api::pb::GetTxRequest>,
+        ) -> Result<tonic::Response<medledger_api::pb::GetTxResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+        async fn get_block(
+            &self,
+            _: tonic::Request<medledger_api::pb::GetBlockRequest>,
+        ) -> Result<tonic::Response<medledger_api::pb::GetBlockResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+        type StreamBlocksStream =
+            futures::stream::Empty<Result<medledger_api::pb::GetBlockResponse, tonic::Status>>;
+        async fn stream_blocks(
+            &self,
+            _: tonic::Request<medledger_api::pb::StreamBlocksRequest>,
+        ) -> Result<tonic::Response<Self::StreamBlocksStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+        async fn status(
+            &self,
+            _: tonic::Request<StatusRequest>,
+        ) -> Result<tonic::Response<StatusResponse>, tonic::Status> {
+            Ok(tonic::Response::new(StatusResponse {
+                role: "leader".into(),
+                peers_connected: 3,
+                in_sync: true,
+                height: 42,
+                ..Default::default()
+            }))
+        }
+        async fn query(
+            &self,
+            _: tonic::Request<medledger_api::pb::QueryRequest>,
+        ) -> Result<tonic::Response<medledger_api::pb::QueryResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+    }
+
+    #[tokio::test]
+    async fn polls_a_real_grpc_server_on_loopback() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(medledger_api::pb::ledger_server::LedgerServer::new(
+                    FakeLedger,
+                ))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let resp = status_of(format!("http://{addr}"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            view(&resp),
+            LedgerView {
+                role: "leader".into(),
+                peers: 3,
+                in_sync: true
+            }
+        );
+        assert_eq!(resp.height, 42);
+        // A closed port is an error, not a hang or a panic.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert!(
+            status_of(format!("http://{closed}"), Duration::from_secs(5))
+                .await
+                .is_err()
+        );
+    }
+
     #[test]
     fn api_address_uses_the_headless_service() {
         let n = crate::resources::fixtures::node();
