@@ -175,5 +175,9 @@ spec:
         o["spec"]["role"] = json!("Aggregator");
         o["spec"].as_object_mut().unwrap().remove("dataset");
         assert_rejected::<FederatedWorker>(&o, Some(&old), "role cannot change");
+        let mut o = fixture();
+        o["spec"]["workerKeySecret"] = json!({"name": "k"});
+        assert_rejected::<FederatedWorker>(&o, Some(&old), "workerKeySecret cannot be added");
+        assert_accepted::<FederatedWorker>(&o, None);
     }
 }

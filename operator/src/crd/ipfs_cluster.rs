@@ -213,6 +213,15 @@ spec:
         o["spec"]["swarmKeySecret"] = json!({"name": "k"});
         assert_rejected::<IpfsCluster>(&o, Some(&old), "swarmKeySecret cannot be added");
         let mut o = fixture();
+        o["spec"]["clusterSecret"] = json!({"name": "s"});
+        assert_rejected::<IpfsCluster>(&o, Some(&old), "clusterSecret cannot be added");
+        let mut o = fixture();
+        o["spec"]["consortiumRef"]["name"] = json!("other");
+        assert_rejected::<IpfsCluster>(&o, Some(&old), "consortiumRef cannot change");
+        let mut o = fixture();
+        o["spec"]["trustedPeers"][0]["member"] = json!("Hospital B");
+        assert_rejected::<IpfsCluster>(&o, None, "trustedPeers[].member must be a DNS label");
+        let mut o = fixture();
         o["spec"]["storage"]["size"] = json!("50Gi");
         assert_rejected::<IpfsCluster>(&o, Some(&old), "cannot shrink");
     }

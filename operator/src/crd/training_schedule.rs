@@ -174,5 +174,14 @@ spec:
         let mut o = fixture();
         o["spec"]["taskId"] = json!("other");
         assert_rejected::<TrainingSchedule>(&o, Some(&old), "taskId cannot change");
+        let mut o = fixture();
+        o["spec"]["consortiumRef"]["name"] = json!("other");
+        assert_rejected::<TrainingSchedule>(&o, Some(&old), "consortiumRef cannot change");
+        let mut o = fixture();
+        o["spec"]["taskId"] = json!("Sepsis_2026");
+        assert_rejected::<TrainingSchedule>(&o, None, "taskId must be a DNS label");
+        let mut o = fixture();
+        o["spec"]["aggregator"] = json!("Research Centre");
+        assert_rejected::<TrainingSchedule>(&o, None, "aggregator must be a DNS label");
     }
 }
