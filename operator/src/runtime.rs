@@ -113,12 +113,16 @@ where
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
-    let client = Client::try_default().await?;
+    let client = Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("cannot configure a Kubernetes client ({e}); run in a cluster with a service account, or set KUBECONFIG")
+    })?;
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
     let shutdown = shutdown_signal();
 
-    let listener = tokio::net::TcpListener::bind(args.admin_addr).await?;
+    let listener = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on --admin-addr {}: {e}", args.admin_addr))?;
     tracing::info!(addr = %args.admin_addr, "admin server listening");
     let admin = tokio::spawn(
         axum::serve(
