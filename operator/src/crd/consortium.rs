@@ -47,6 +47,9 @@ use serde::{Deserialize, Serialize};
     validation = Rule::new("self.members.all(m, self.suite == 'sm' ? m.adminKey.matches('^0[23][0-9a-f]{64}$') : m.adminKey.matches('^[0-9a-f]{64}$'))")
         .message("every member's adminKey must match spec.suite: 64 lower-case hex characters for ed25519, or 66 starting with 02 or 03 (a compressed SM2 point) for sm; take it from the member card in the LedgerNode status")
         .field_path(".members"),
+    validation = Rule::new("!has(self.policies) || ((!has(self.policies.memberAdmission) || self.policies.memberAdmission <= size(self.members)) && (!has(self.policies.validatorChange) || self.policies.validatorChange <= size(self.members)))")
+        .message("a policy asks for more approvals than there are founding members: set policies.memberAdmission and policies.validatorChange to at most the number of members")
+        .field_path(".policies"),
     validation = Rule::new("self.members.all(m, self.members.exists_one(n, n.nodeKey == m.nodeKey))")
         .message("two members list the same nodeKey: every member's validator needs its own key; copy each nodeKey from that member's card")
         .reason(Reason::FieldValueDuplicate)
@@ -80,6 +83,55 @@ pub struct ConsortiumSpec {
         validation = crate::crd::rules::immutable("members", "the founding members form the genesis every node has already agreed on; new hospitals join by an on-chain vote. To correct a member before the chain has started, delete and re-create the Consortium in every cluster")
     )]
     pub members: Vec<MemberSpec>,
+
+    /// Multi-party authorization of governance actions: how many founding members' admins must
+    /// approve. Each defaults to a majority of the founding members.
+    #[serde(default)]
+    #[x_kube(validation = crate::crd::rules::immutable("policies", "the consortium's members agreed on them when founding it; change them by an on-chain vote"))]
+    pub policies: Policies,
+}
+
+/// Approval thresholds, each `OutOf(n, founding members)` in Fabric's policy grammar.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Policies {
+    /// Approvals needed to admit a new member (default: a majority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
+    pub member_admission: Option<u32>,
+    /// Approvals needed to add, remove or replace a validator (default: a majority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
+    pub validator_change: Option<u32>,
+}
+
+/// Policies with their defaults resolved, as Fabric-style expressions.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectivePolicies {
+    /// e.g. `OutOf(2, members)`.
+    pub member_admission: String,
+    pub validator_change: String,
+}
+
+impl Policies {
+    /// The thresholds for `members` founding members, or what is wrong with them.
+    pub fn resolve(&self, members: usize) -> Result<EffectivePolicies, String> {
+        let majority = (members / 2 + 1) as u32;
+        let check = |name: &str, n: Option<u32>| -> Result<String, String> {
+            let n = n.unwrap_or(majority);
+            if n == 0 || n as usize > members {
+                return Err(format!(
+                    "policies.{name} is {n}, but there are {members} founding members: use 1 to {members}"
+                ));
+            }
+            Ok(format!("OutOf({n}, members)"))
+        };
+        Ok(EffectivePolicies {
+            member_admission: check("memberAdmission", self.member_admission)?,
+            validator_change: check("validatorChange", self.validator_change)?,
+        })
+    }
 }
 
 /// The consortium-wide crypto suite.
@@ -205,6 +257,9 @@ pub struct ConsortiumStatus {
     pub genesis_config_map: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_count: Option<i32>,
+    /// The governance thresholds in force, defaults resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<EffectivePolicies>,
     /// Members served by a LedgerNode in this namespace that is Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_local_members: Option<i32>,
@@ -367,6 +422,41 @@ spec:
             mutate(&mut o);
             assert_rejected::<Consortium>(&o, None, needle);
         }
+    }
+
+    #[test]
+    fn policies_resolve_to_a_majority_and_stay_within_the_members() {
+        let p = Policies::default();
+        assert_eq!(p.resolve(4).unwrap().member_admission, "OutOf(3, members)");
+        assert_eq!(p.resolve(1).unwrap().validator_change, "OutOf(1, members)");
+        let p = Policies {
+            member_admission: Some(2),
+            validator_change: Some(3),
+        };
+        assert_eq!(
+            p.resolve(3).unwrap(),
+            EffectivePolicies {
+                member_admission: "OutOf(2, members)".into(),
+                validator_change: "OutOf(3, members)".into()
+            }
+        );
+        let err = Policies {
+            member_admission: Some(4),
+            validator_change: None,
+        }
+        .resolve(3)
+        .unwrap_err();
+        assert!(err.contains("use 1 to 3"), "{err}");
+
+        let mut o = object("ed25519", 2);
+        o["spec"]["policies"] = json!({"memberAdmission": 2});
+        assert_accepted::<Consortium>(&o, None);
+        o["spec"]["policies"] = json!({"validatorChange": 3});
+        assert_rejected::<Consortium>(&o, None, "more approvals than there are founding members");
+        let old = object("ed25519", 2);
+        let mut o = old.clone();
+        o["spec"]["policies"] = json!({"memberAdmission": 1});
+        assert_rejected::<Consortium>(&o, Some(&old), "policies cannot change");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 use super::{Context, apply, apply_status, object_key, report_invalid};
 use crate::crd::conditions::{self, Health};
 use crate::crd::{
-    Consortium, ConsortiumPhase, ConsortiumStatus, LedgerNode, MemberState, MemberStatus,
+    Consortium, ConsortiumPhase, ConsortiumStatus, EffectivePolicies, LedgerNode, MemberState,
+    MemberStatus,
 };
 use crate::resources::config::genesis_config_map;
 use crate::resources::names;
@@ -61,9 +62,26 @@ pub struct Children {
     pub pdb: PodDisruptionBudget,
 }
 
-/// Validate: the genesis, or why there is none.
-pub fn validate(c: &Consortium) -> Result<Genesis, GenesisError> {
-    Genesis::from_spec(&c.spec.genesis_spec())
+/// A consortium that passed validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Valid {
+    pub genesis: Genesis,
+    pub policies: EffectivePolicies,
+}
+
+impl std::ops::Deref for Valid {
+    type Target = Genesis;
+    fn deref(&self) -> &Genesis {
+        &self.genesis
+    }
+}
+
+/// Validate: the genesis (the same checks every node runs) and the policies, or what is wrong.
+pub fn validate(c: &Consortium) -> Result<Valid, String> {
+    let genesis =
+        Genesis::from_spec(&c.spec.genesis_spec()).map_err(|e: GenesisError| e.to_string())?;
+    let policies = c.spec.policies.resolve(c.spec.members.len())?;
+    Ok(Valid { genesis, policies })
 }
 
 pub fn build(c: &Consortium, genesis: &Genesis) -> Children {
@@ -113,7 +131,7 @@ pub fn member_states(
 
 pub fn desired_status(
     c: &Consortium,
-    verdict: &Result<Genesis, GenesisError>,
+    verdict: &Result<Valid, String>,
     local_nodes: &[LedgerNode],
     now: Timestamp,
 ) -> ConsortiumStatus {
@@ -169,6 +187,7 @@ pub fn desired_status(
                 ConsortiumStatus {
                     phase: Some(phase),
                     genesis_hash: Some(hex::encode(genesis.hash())),
+                    policies: Some(genesis.policies.clone()),
                     genesis_config_map: Some(names::genesis_config_map(&c.name_any())),
                     member_count: Some(members.len() as i32),
                     ready_local_members: Some(ready as i32),
@@ -248,7 +267,8 @@ async fn reconcile_consortium(c: &Consortium, ctx: &Context) -> Result<Action, E
     let verdict = validate(c);
 
     // 3. build and 4. apply
-    if let Ok(genesis) = &verdict {
+    if let Ok(valid) = &verdict {
+        let genesis = &valid.genesis;
         let children = build(c, genesis);
         apply(client, &children.genesis)
             .await

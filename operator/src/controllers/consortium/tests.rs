@@ -233,3 +233,23 @@ async fn an_invalid_consortium_gets_no_genesis_and_a_warning() {
         api.events()
     );
 }
+
+#[test]
+fn policies_are_validated_and_shown_resolved() {
+    let key = key_hex(ApiSuite::Ed25519);
+    let mut c = consortium(&key, 3);
+    let s = desired_status(&c, &validate(&c), &[], t(0));
+    let p = s.policies.unwrap();
+    assert_eq!(p.member_admission, "OutOf(2, members)");
+    assert_eq!(p.validator_change, "OutOf(2, members)");
+    c.spec.policies.validator_change = Some(5);
+    let verdict = validate(&c);
+    let s = desired_status(&c, &verdict, &[], t(0));
+    assert_eq!(s.phase, Some(ConsortiumPhase::Invalid));
+    assert!(
+        find(&s.conditions, DEGRADED)
+            .unwrap()
+            .message
+            .contains("policies.validatorChange is 5")
+    );
+}
