@@ -543,3 +543,78 @@ async fn a_malformed_object_is_reported_and_skipped() {
     assert!(api.events().iter().any(|(r, _)| r == "InvalidObject"));
     assert!(api.writes().iter().all(|(_, p)| p.contains("/events")));
 }
+
+#[tokio::test]
+async fn a_node_goes_from_awaiting_genesis_to_running_with_events_on_each_step() {
+    let api = FakeApi::new();
+    let ctx = api.context();
+    let n = seed_node(&api);
+    run(&api, &ctx, n).await.unwrap();
+    assert_eq!(
+        stored_node(&api).status.unwrap().phase,
+        Some(NodePhase::Pending)
+    );
+
+    // The platform team lists the card in a Consortium that leaves this member out first...
+    let card = stored_node(&api).status.unwrap().member_card.unwrap();
+    let keys = keys_for(&card.node_key, &card.admin_key);
+    let mut c = admitted(&keys, 3);
+    let listed = c.spec.members.remove(0);
+    let cpath = FakeApi::path("apis/medledger.io/v1alpha1", NS, "consortia", "emr");
+    api.put(&cpath, serde_json::to_value(&c).unwrap());
+    run(&api, &ctx, stored_node(&api)).await.unwrap();
+    let status = stored_node(&api).status.unwrap();
+    assert_eq!(status.phase, Some(NodePhase::AwaitingGenesis));
+    assert_eq!(
+        find(&status.conditions, PROGRESSING).unwrap().reason,
+        "AwaitingMembership"
+    );
+
+    // ...then with it: the node is deployed.
+    c.spec.members.insert(0, listed);
+    api.put(&cpath, serde_json::to_value(&c).unwrap());
+    run(&api, &ctx, stored_node(&api)).await.unwrap();
+    assert_eq!(
+        stored_node(&api).status.unwrap().phase,
+        Some(NodePhase::Deploying)
+    );
+
+    // The StatefulSet controller reports the pod ready.
+    let sts_path = FakeApi::path("apis/apps/v1", NS, "statefulsets", "node-a");
+    let mut sts = api.get(&sts_path).unwrap();
+    sts["metadata"]["generation"] = json!(1);
+    sts["status"] = json!({"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "currentRevision": "r1", "updateRevision": "r1"});
+    api.put(&sts_path, sts);
+    run(&api, &ctx, stored_node(&api)).await.unwrap();
+    let status = stored_node(&api).status.unwrap();
+    assert_eq!(status.phase, Some(NodePhase::Running));
+    assert!(is_true(&status.conditions, READY));
+
+    // The poller records what the node says; the next reconcile keeps it and writes nothing.
+    let ledger = json!({"status": {"ledger": {"role": "leader", "peers": 2, "inSync": true}}});
+    let node_path = node_path();
+    let mut stored = api.get(&node_path).unwrap();
+    stored["status"]["ledger"] = ledger["status"]["ledger"].clone();
+    api.put(&node_path, stored);
+    api.clear_requests();
+    run(&api, &ctx, stored_node(&api)).await.unwrap();
+    assert!(!api.writes().iter().any(|(_, p)| p.ends_with("/status")));
+    assert_eq!(
+        stored_node(&api).status.unwrap().ledger.unwrap().role,
+        "leader"
+    );
+
+    let reasons: Vec<String> = api.events().into_iter().map(|(r, _)| r).collect();
+    for expected in [
+        "KeysGenerated",
+        "ConsortiumNotFound",
+        "AwaitingMembership",
+        "Deploying",
+        "Running",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == expected),
+            "no {expected} event in {reasons:?}"
+        );
+    }
+}
