@@ -12,7 +12,7 @@ use super::{
     Context, apply, apply_dynamic, apply_status, delete_if_exists, object_key, report_invalid,
 };
 use crate::crd::conditions;
-use crate::crd::{Consortium, LedgerNode};
+use crate::crd::{Consortium, LedgerNode, NodePhase};
 use crate::keys::{self, KeyError};
 use crate::resources::{names, service_monitor};
 use k8s_openapi::jiff::Timestamp;
@@ -240,7 +240,11 @@ async fn reconcile_node(node: &LedgerNode, ctx: &Context) -> Result<Action, Erro
                 Verdict::Broken { reason, .. } => (EventType::Warning, *reason),
                 Verdict::Wait { reason, .. } => (EventType::Normal, *reason),
                 Verdict::Deploy { .. } => (
-                    EventType::Normal,
+                    if desired.phase == Some(NodePhase::Degraded) {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
                     ready.map(|c| c.reason.as_str()).unwrap_or("Deploying"),
                 ),
             };
