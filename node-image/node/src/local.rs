@@ -211,6 +211,27 @@ impl LocalConsortium {
         Ok(())
     }
 
+    /// Stops a node with SIGTERM (its graceful shutdown path), SIGKILL after 10 s.
+    pub fn stop(&mut self, i: usize) -> Result<()> {
+        let Some(mut c) = self.nodes[i].child.take() else {
+            return Ok(());
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if c.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c.kill()?;
+        c.wait()?;
+        Ok(())
+    }
+
     /// Waits for the process to exit by itself (e.g. refusing to start) and returns its status.
     pub fn wait_exit(
         &mut self,

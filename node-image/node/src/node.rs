@@ -319,6 +319,9 @@ pub async fn run(
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = raft.shutdown().await;
+    if let Err(e) = tokio::task::block_in_place(|| store.flush()) {
+        tracing::error!(error = %e, "could not flush the store; the log will be replayed at start");
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), servers).await;
     Ok(())
 }

@@ -63,6 +63,7 @@ async fn bad_transactions_are_rejected_with_a_reason() {
     let r = try_submit(&url, forged.encode_to_vec()).await.unwrap();
     assert_eq!(r.code, code(ResultCode::BadSignature), "{}", r.reason);
     assert!(r.height > 0, "bad signatures are recorded in a block");
+    c.wait_height(r.height, WAIT).await.unwrap();
     let block = c
         .client(0)
         .await
@@ -131,7 +132,8 @@ async fn a_tampered_block_makes_the_node_refuse_to_start() {
     let h = c.status(leader).await.unwrap().height;
     c.wait_height(h, WAIT).await.unwrap();
     let victim = (leader + 1) % 3;
-    c.kill(victim).unwrap();
+    // A graceful stop flushes the store, so block 3 is on disk to be tampered with.
+    c.stop(victim).unwrap();
     {
         let store = Store::open(&c.nodes[victim].data_dir, c.genesis.hash()).unwrap();
         let mut block = store

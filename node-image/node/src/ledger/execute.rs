@@ -50,13 +50,9 @@ fn reject(code: ResultCode, reason: impl Into<String>) -> TxResult {
     }
 }
 
-/// Checks that need no signature verification: size, encoding, chain, signer.
-/// Also used at ingress to turn away junk before it is ordered.
-pub fn precheck(
-    ctx: &ChainCtx,
-    state: &dyn StateRead,
-    raw: &[u8],
-) -> Result<(Transaction, TxBody), TxResult> {
+/// Checks that need neither state nor signature verification: size, encoding, chain, key
+/// format. Any node can run them on any transaction.
+pub fn precheck_stateless(ctx: &ChainCtx, raw: &[u8]) -> Result<(Transaction, TxBody), TxResult> {
     if raw.len() > ctx.max_tx_bytes {
         return Err(reject(
             ResultCode::Oversized,
@@ -84,6 +80,17 @@ pub fn precheck(
             format!("signer is not a {} public key", ctx.suite),
         ));
     }
+    Ok((tx, body))
+}
+
+/// The stateless checks plus "is the signer known", against committed state. Used when a
+/// block is applied and, on the leader, before ordering.
+pub fn precheck(
+    ctx: &ChainCtx,
+    state: &dyn StateRead,
+    raw: &[u8],
+) -> Result<(Transaction, TxBody), TxResult> {
+    let (tx, body) = precheck_stateless(ctx, raw)?;
     if !ctx.admins.contains_key(&body.signer) && state.participant_role(&body.signer).is_none() {
         return Err(reject(
             ResultCode::UnknownSigner,

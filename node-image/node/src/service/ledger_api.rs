@@ -1,5 +1,6 @@
 //! The client API (`medledger.v1.Ledger`).
 
+use crate::ledger::execute::{precheck, precheck_stateless};
 use crate::metrics::code_name;
 use crate::node::Shared;
 use crate::store::{Head, role_of};
@@ -40,44 +41,47 @@ impl Shared {
             Ok((tx, _)) => ctx.suite.hash(&tx.body),
             Err(_) => ctx.suite.hash(&raw),
         };
-        {
+        let leader = self.raft.metrics().borrow().current_leader;
+        // Checks that read state run on the leader only: a follower may not have applied a
+        // registration or nonce the client was already told is committed.
+        let checked = if leader == Some(self.me) {
             let view = self.store.read().map_err(internal)?;
             // Idempotent: a transaction already on chain answers with where it committed.
             if let Some(found) = self.committed_result(&view, &id)? {
                 return Ok(found);
             }
-            let precheck =
-                crate::ledger::execute::precheck(ctx, &view, &raw).and_then(|(_, body)| {
-                    let last = view.try_nonce(&body.signer).map_err(|e| TxResult {
-                        code: ResultCode::Invalid as i32,
-                        reason: e.to_string(),
-                    })?;
-                    if body.nonce <= last {
-                        return Err(TxResult {
-                            code: ResultCode::ReplayedNonce as i32,
-                            reason: format!(
-                                "nonce {} is not above the signer's last committed nonce {last}",
-                                body.nonce
-                            ),
-                        });
-                    }
-                    Ok(())
-                });
-            if let Err(r) = precheck {
-                self.metrics
-                    .ingress_rejected
-                    .with_label_values(&[code_name(r.code)])
-                    .inc();
-                return Ok(SubmitTxResponse {
-                    tx_id: id.to_vec(),
-                    height: 0,
-                    index: 0,
-                    code: r.code,
-                    reason: r.reason,
-                });
-            }
+            precheck(ctx, &view, &raw).and_then(|(_, body)| {
+                let last = view.try_nonce(&body.signer).map_err(|e| TxResult {
+                    code: ResultCode::Invalid as i32,
+                    reason: e.to_string(),
+                })?;
+                if body.nonce <= last {
+                    return Err(TxResult {
+                        code: ResultCode::ReplayedNonce as i32,
+                        reason: format!(
+                            "nonce {} is not above the signer's last committed nonce {last}",
+                            body.nonce
+                        ),
+                    });
+                }
+                Ok(())
+            })
+        } else {
+            precheck_stateless(ctx, &raw).map(|_| ())
+        };
+        if let Err(r) = checked {
+            self.metrics
+                .ingress_rejected
+                .with_label_values(&[code_name(r.code)])
+                .inc();
+            return Ok(SubmitTxResponse {
+                tx_id: id.to_vec(),
+                height: 0,
+                index: 0,
+                code: r.code,
+                reason: r.reason,
+            });
         }
-        let leader = self.raft.metrics().borrow().current_leader;
         let resp = if leader == Some(self.me) {
             // A leader cut off from its quorum cannot commit; answer rather than hang. The
             // transaction may still commit later, and resubmitting it is safe.

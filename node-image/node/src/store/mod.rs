@@ -143,6 +143,14 @@ impl Store {
         self.read()?.head()
     }
 
+    /// Makes every commit so far durable (state-machine commits are not fsynced one by one).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut w = self.db.begin_write()?;
+        w.set_durability(redb::Durability::Immediate);
+        w.commit()?;
+        Ok(())
+    }
+
     /// Overwrites a stored block's bytes without any check. Exists for the tamper tests and
     /// for forensics tooling; a node never calls it.
     #[doc(hidden)]
