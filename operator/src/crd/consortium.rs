@@ -116,6 +116,7 @@ pub struct Policies {
 pub struct EffectivePolicies {
     /// e.g. `OutOf(2, members)`.
     pub member_admission: String,
+    /// e.g. `OutOf(2, members)`.
     pub validator_change: String,
 }
 
@@ -260,6 +261,7 @@ pub struct ConsortiumStatus {
     /// ConfigMap holding the canonical genesis under the key `genesis.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub genesis_config_map: Option<String>,
+    /// Number of founding members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_count: Option<i32>,
     /// The governance thresholds in force, defaults resolved.
@@ -272,6 +274,7 @@ pub struct ConsortiumStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub members: Vec<MemberStatus>,
+    /// `Ready`, `Progressing` and `Degraded`; a condition's lastTransitionTime changes only when its status flips.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -288,6 +291,7 @@ pub enum ConsortiumPhase {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberStatus {
+    /// Member name, as in spec.members.
     pub name: String,
     /// Raft node id derived from the node key.
     pub node_id: u64,

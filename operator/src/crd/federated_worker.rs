@@ -66,6 +66,7 @@ pub struct FederatedWorkerSpec {
     /// Scratch volume for checkpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scratch: Option<StorageSpec>,
+    /// Container image of `medledger` (the worker is a subcommand).
     #[serde(default = "super::ledger_node::default_image")]
     pub image: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,6 +107,7 @@ fn default_path() -> String {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.epsilon > 0.0 && self.epsilon <= 10.0").message("privacy.epsilon must be in (0, 10]: smaller is more private").field_path(".epsilon"))]
 pub struct PrivacySpec {
+    /// Privacy budget per update, in (0, 10]; smaller is more private.
     pub epsilon: f64,
     /// Probability of exceeding the budget, in [0, 0.001].
     #[serde(default)]
@@ -124,15 +126,19 @@ fn default_clip() -> f64 {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FederatedWorkerStatus {
+    /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `Pending`, `Training`, `Idle` or `Degraded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// Hex public key of the worker (registered on the ledger as a participant).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_key: Option<String>,
+    /// Last training round this worker submitted an update for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_round: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`; a condition's lastTransitionTime changes only when its status flips.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

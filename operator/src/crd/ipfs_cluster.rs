@@ -65,11 +65,13 @@ pub struct IpfsClusterSpec {
     #[serde(default = "default_rf_min")]
     #[schemars(range(min = 1, max = 32))]
     pub replication_factor_min: i32,
+    /// Pins are kept on at most this many peers.
     #[serde(default = "default_rf_max")]
     #[schemars(range(min = 1, max = 32))]
     pub replication_factor_max: i32,
     /// The volume of each peer.
     pub storage: StorageSpec,
+    /// Images of the two containers of each peer.
     #[serde(default)]
     pub images: IpfsImages,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,8 +103,10 @@ fn default_rf_max() -> i32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IpfsImages {
+    /// kubo (IPFS daemon) image.
     #[serde(default = "default_kubo")]
     pub kubo: String,
+    /// ipfs-cluster image.
     #[serde(default = "default_cluster")]
     pub cluster: String,
 }
@@ -143,15 +147,19 @@ pub struct TrustedPeer {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct IpfsClusterStatus {
+    /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `Pending`, `Ready` or `Degraded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// Peers ready in this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
     /// Public peer ids of this cluster's peers: what other hospitals list as trustedPeers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peer_ids: Vec<String>,
+    /// `Ready`, `Progressing` and `Degraded`; a condition's lastTransitionTime changes only when its status flips.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -245,6 +245,7 @@ pub struct ScraperSelector {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerNodeStatus {
+    /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Pending`, `AwaitingGenesis` (keys ready, member card published, waiting for the
@@ -264,6 +265,7 @@ pub struct LedgerNodeStatus {
     /// What the node itself reports over gRPC, written only when it changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<LedgerView>,
+    /// `Ready`, `Progressing` and `Degraded`; a condition's lastTransitionTime changes only when its status flips.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -282,6 +284,7 @@ pub enum NodePhase {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberCard {
+    /// Member name, to list in the Consortium's spec.members.
     pub name: String,
     /// Hex Ed25519 public key of the node.
     pub node_key: String,
@@ -299,7 +302,9 @@ pub struct LedgerView {
     /// `leader`, `follower`, `candidate`, `learner`, `shutdown`, or `unreachable` when the
     /// operator cannot reach the node's API.
     pub role: String,
+    /// Peers the node is connected to.
     pub peers: u32,
+    /// Whether the node holds and has applied every block the cluster committed.
     pub in_sync: bool,
 }
 

@@ -105,6 +105,7 @@ fn default_deadline() -> i32 {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSpec {
+    /// Model name, e.g. `sepsis-risk`.
     #[schemars(length(min = 1, max = 128))]
     pub name: String,
     /// IPFS content address (CIDv1) of the initial weights.
@@ -116,10 +117,13 @@ pub struct ModelSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingScheduleStatus {
+    /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `Scheduled`, `Running`, `Suspended`, `Completed` or `Degraded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// Round in progress or last completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_round: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +131,7 @@ pub struct TrainingScheduleStatus {
     /// Content address of the latest global model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub global_model: Option<String>,
+    /// `Ready`, `Progressing` and `Degraded`; a condition's lastTransitionTime changes only when its status flips.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
