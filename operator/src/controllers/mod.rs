@@ -197,6 +197,63 @@ where
 
 /// Reports an object that does not match the CRD's types (e.g. written before a schema
 /// change) and skips it, instead of wedging the controller.
+/// The typed error of one controller. Its variant name is the `error` label of the failure
+/// metric and the reason of the Warning event.
+pub trait ReconcileError: std::error::Error {
+    fn metric_label(&self) -> &'static str;
+    /// True when only a change by the user can fix it: wait for that instead of retrying soon.
+    fn needs_user(&self) -> bool {
+        false
+    }
+}
+
+/// The runtime entry point every controller shares: times the reconcile, reports and skips
+/// an object that does not deserialize, and turns a failure into a Warning event.
+pub async fn run_reconcile<'a, K, E, Fut>(
+    controller: &'static str,
+    guard: &'a kube::core::DeserializeGuard<K>,
+    ctx: &'a Context,
+    reconcile: impl FnOnce(&'a K) -> Fut,
+) -> Result<Action, E>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+    E: ReconcileError,
+    Fut: std::future::Future<Output = Result<Action, E>> + 'a,
+{
+    let _timer = ctx.metrics.reconcile(controller);
+    let obj = match &guard.0 {
+        Ok(obj) => obj,
+        Err(invalid) => return Ok(report_invalid(ctx, controller, guard, &invalid.error).await),
+    };
+    match reconcile(obj).await {
+        Ok(action) => {
+            ctx.succeeded(&object_key(obj));
+            Ok(action)
+        }
+        Err(e) => {
+            ctx.event(obj, EventType::Warning, e.metric_label(), e.to_string())
+                .await;
+            Err(e)
+        }
+    }
+}
+
+/// The error policy every controller shares: count, log, back off (or wait for the user).
+pub fn error_policy_for<K, E>(
+    controller: &'static str,
+    guard: &kube::core::DeserializeGuard<K>,
+    error: &E,
+    ctx: &Context,
+) -> Action
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+    E: ReconcileError,
+{
+    ctx.metrics.failure(controller, error.metric_label());
+    tracing::warn!(object = %object_key(guard), error = %error, "reconcile failed");
+    ctx.backoff(object_key(guard), error.needs_user())
+}
+
 pub async fn report_invalid<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     controller: &'static str,

@@ -6,7 +6,7 @@
 //! 4. apply: server-side apply under one field manager;
 //! 5. status: genesis hash, every member with its readiness as seen from this cluster.
 
-use super::{Context, apply, apply_status, object_key, report_invalid};
+use super::{Context, ReconcileError, apply, apply_status};
 use crate::crd::conditions::{self, Health};
 use crate::crd::{
     Consortium, ConsortiumPhase, ConsortiumStatus, EffectivePolicies, LedgerNode, MemberState,
@@ -45,8 +45,8 @@ pub enum Error {
     Status(kube::Error),
 }
 
-impl Error {
-    pub fn metric_label(&self) -> &'static str {
+impl ReconcileError for Error {
+    fn metric_label(&self) -> &'static str {
         match self {
             Error::ListNodes { .. } => "ListNodes",
             Error::Apply { .. } => "Apply",
@@ -212,24 +212,7 @@ pub async fn reconcile(
     guard: Arc<DeserializeGuard<Consortium>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile(CONTROLLER);
-    let c = match &guard.0 {
-        Ok(c) => c,
-        Err(invalid) => {
-            return Ok(report_invalid(&ctx, CONTROLLER, guard.as_ref(), &invalid.error).await);
-        }
-    };
-    match reconcile_consortium(c, &ctx).await {
-        Ok(a) => {
-            ctx.succeeded(&object_key(c));
-            Ok(a)
-        }
-        Err(e) => {
-            ctx.event(c, EventType::Warning, e.metric_label(), e.to_string())
-                .await;
-            Err(e)
-        }
-    }
+    super::run_reconcile(CONTROLLER, &guard, &ctx, |c| reconcile_consortium(c, &ctx)).await
 }
 
 pub fn error_policy(
@@ -237,9 +220,7 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    ctx.metrics.failure(CONTROLLER, error.metric_label());
-    tracing::warn!(object = %object_key(guard.as_ref()), error = %error, "reconcile failed");
-    ctx.backoff(object_key(guard.as_ref()), false)
+    super::error_policy_for(CONTROLLER, &guard, error, &ctx)
 }
 
 async fn reconcile_consortium(c: &Consortium, ctx: &Context) -> Result<Action, Error> {

@@ -9,7 +9,7 @@
 //! 5. status: member card, phase and conditions, written only when they change.
 
 use super::{
-    Context, apply, apply_dynamic, apply_status, delete_if_exists, object_key, report_invalid,
+    Context, ReconcileError, apply, apply_dynamic, apply_status, delete_if_exists, object_key,
 };
 use crate::crd::conditions;
 use crate::crd::{Consortium, LedgerNode, NodePhase};
@@ -57,9 +57,9 @@ pub enum Error {
     Status(kube::Error),
 }
 
-impl Error {
+impl ReconcileError for Error {
     /// The variant name: the `error` label of the failure metric.
-    pub fn metric_label(&self) -> &'static str {
+    fn metric_label(&self) -> &'static str {
         match self {
             Error::Keys(e) => e.metric_label(),
             Error::Read { .. } => "Read",
@@ -69,7 +69,7 @@ impl Error {
         }
     }
 
-    pub fn needs_user(&self) -> bool {
+    fn needs_user(&self) -> bool {
         matches!(self, Error::Keys(e) if e.needs_user())
     }
 }
@@ -79,24 +79,7 @@ pub async fn reconcile(
     guard: Arc<DeserializeGuard<LedgerNode>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile(CONTROLLER);
-    let node = match &guard.0 {
-        Ok(node) => node,
-        Err(invalid) => {
-            return Ok(report_invalid(&ctx, CONTROLLER, guard.as_ref(), &invalid.error).await);
-        }
-    };
-    match reconcile_node(node, &ctx).await {
-        Ok(action) => {
-            ctx.succeeded(&object_key(node));
-            Ok(action)
-        }
-        Err(e) => {
-            ctx.event(node, EventType::Warning, e.metric_label(), e.to_string())
-                .await;
-            Err(e)
-        }
-    }
+    super::run_reconcile(CONTROLLER, &guard, &ctx, |node| reconcile_node(node, &ctx)).await
 }
 
 pub fn error_policy(
@@ -104,9 +87,7 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    ctx.metrics.failure(CONTROLLER, error.metric_label());
-    tracing::warn!(object = %object_key(guard.as_ref()), error = %error, "reconcile failed");
-    ctx.backoff(object_key(guard.as_ref()), error.needs_user())
+    super::error_policy_for(CONTROLLER, &guard, error, &ctx)
 }
 
 async fn get_opt<K>(
