@@ -3,6 +3,7 @@
 use crate::ledger::execute::{precheck, precheck_stateless};
 use crate::metrics::code_name;
 use crate::node::Shared;
+use crate::service::submit::NotCommitted;
 use crate::store::{Head, role_of};
 use medledger_api::pb::{self, ledger_server::Ledger, query_request::Query};
 use pb::{
@@ -17,6 +18,13 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 const SUBMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+const NOT_LEADER: &str = "no Raft leader is known right now; retry shortly";
+
+/// The answer of a node that is not (or no longer) the leader, also when forwarded to.
+fn is_not_leader(s: &Status) -> bool {
+    s.code() == tonic::Code::Unavailable && s.message() == NOT_LEADER
+}
 
 #[derive(Clone)]
 pub struct LedgerService {
@@ -30,18 +38,63 @@ fn internal(e: impl std::fmt::Display) -> Status {
 impl Shared {
     /// Validates, orders and waits for a transaction. `may_forward` is false for requests
     /// that were already forwarded to us, so a confused cluster cannot bounce them around.
+    ///
+    /// During an election there is briefly no leader, or the node we forwarded to has just
+    /// stepped down: the submission waits for the next leader and retries, within the same
+    /// overall bound, instead of pushing every client into its own retry loop.
     pub async fn submit(
         &self,
         raw: Vec<u8>,
         may_forward: bool,
     ) -> Result<SubmitTxResponse, Status> {
+        let deadline = Instant::now() + SUBMIT_TIMEOUT;
+        loop {
+            let leader = self.known_leader(may_forward, deadline).await?;
+            match self.submit_via(&raw, leader, may_forward).await {
+                Err(s) if may_forward && is_not_leader(&s) && Instant::now() < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The leader as this node knows it, waiting for an election to finish when there is
+    /// none. A forwarded request does not wait: the forwarding node retries.
+    async fn known_leader(&self, may_wait: bool, deadline: Instant) -> Result<u64, Status> {
+        if let Some(l) = self.raft.metrics().borrow().current_leader {
+            return Ok(l);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if may_wait && !left.is_zero() {
+            if let Ok(m) = self
+                .raft
+                .wait(Some(left))
+                .metrics(|m| m.current_leader.is_some(), "a known leader")
+                .await
+            {
+                if let Some(l) = m.current_leader {
+                    return Ok(l);
+                }
+            }
+        }
+        Err(Status::unavailable(NOT_LEADER))
+    }
+
+    async fn submit_via(
+        &self,
+        raw: &[u8],
+        leader: u64,
+        may_forward: bool,
+    ) -> Result<SubmitTxResponse, Status> {
         let started = Instant::now();
+        let raw = raw.to_vec();
         let ctx = &self.ctx;
         let id = match medledger_api::tx::decode(&raw) {
             Ok((tx, _)) => ctx.suite.hash(&tx.body),
             Err(_) => ctx.suite.hash(&raw),
         };
-        let leader = self.raft.metrics().borrow().current_leader;
+        let leader = Some(leader);
         // Checks that read state run on the leader only: a follower may not have applied a
         // registration or nonce the client was already told is committed.
         let checked = if leader == Some(self.me) {
@@ -88,7 +141,10 @@ impl Shared {
             let c = tokio::time::timeout(SUBMIT_TIMEOUT, self.submitter.submit(raw))
                 .await
                 .map_err(|_| Status::unavailable("not committed within 10 s (no quorum?); resubmitting the same transaction is safe"))?
-                .map_err(Status::unavailable)?;
+                .map_err(|e| match e {
+                    NotCommitted::NotLeader => Status::unavailable(NOT_LEADER),
+                    NotCommitted::Failed(m) => Status::unavailable(m),
+                })?;
             SubmitTxResponse {
                 tx_id: c.tx_id.to_vec(),
                 height: c.height,
@@ -106,9 +162,7 @@ impl Shared {
                 .await?
                 .into_inner()
         } else {
-            return Err(Status::unavailable(
-                "no Raft leader is known right now; retry shortly",
-            ));
+            return Err(Status::unavailable(NOT_LEADER));
         };
         if resp.code == ResultCode::ReplayedNonce as i32 {
             // Our copy lost a race with an earlier copy of the same transaction.
@@ -172,9 +226,7 @@ impl Shared {
                     .map_err(|e| Status::unavailable(e.to_string()))?;
                 return Ok(client.forward_query(req).await?.into_inner());
             } else {
-                return Err(Status::unavailable(
-                    "no Raft leader is known right now; retry shortly",
-                ));
+                return Err(Status::unavailable(NOT_LEADER));
             }
         }
         let view = self.store.read().map_err(internal)?;

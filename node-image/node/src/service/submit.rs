@@ -5,6 +5,7 @@
 use crate::ledger::{Batch, BatchOutcome, ChainCtx};
 use crate::raft::Raft;
 use medledger_api::crypto::Hash;
+use openraft::error::{ClientWriteError, RaftError};
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -19,7 +20,16 @@ pub struct Committed {
     pub tx_id: Hash,
 }
 
-pub type Reply = Result<Committed, String>;
+/// Why a queued transaction got no result.
+#[derive(Debug)]
+pub enum NotCommitted {
+    /// This node lost the leadership before the proposal committed: ask the new leader.
+    NotLeader,
+    /// Anything else, in words for the client.
+    Failed(String),
+}
+
+pub type Reply = Result<Committed, NotCommitted>;
 
 struct Pending {
     raw: Vec<u8>,
@@ -50,9 +60,9 @@ impl Submitter {
         self.queue
             .send(Pending { raw, reply })
             .await
-            .map_err(|_| "node is shutting down".to_string())?;
+            .map_err(|_| NotCommitted::Failed("node is shutting down".into()))?;
         rx.await
-            .map_err(|_| "proposal was dropped; retry".to_string())?
+            .map_err(|_| NotCommitted::Failed("proposal was dropped; retry".into()))?
     }
 }
 
@@ -85,11 +95,16 @@ async fn run(
             match raft.client_write(batch).await {
                 Ok(resp) => deliver(resp.data, replies),
                 Err(e) => {
-                    let msg = format!(
-                        "not committed: {e}; retry (the same transaction is safe to resubmit)"
-                    );
+                    let lost_leadership =
+                        matches!(e, RaftError::APIError(ClientWriteError::ForwardToLeader(_)));
                     for r in replies {
-                        let _ = r.send(Err(msg.clone()));
+                        let _ = r.send(Err(if lost_leadership {
+                            NotCommitted::NotLeader
+                        } else {
+                            NotCommitted::Failed(format!(
+                                "not committed: {e}; retry (the same transaction is safe to resubmit)"
+                            ))
+                        }));
                     }
                 }
             }
