@@ -66,17 +66,16 @@ impl Shared {
             return Ok(l);
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        if may_wait && !left.is_zero() {
-            if let Ok(m) = self
+        if may_wait
+            && !left.is_zero()
+            && let Ok(m) = self
                 .raft
                 .wait(Some(left))
                 .metrics(|m| m.current_leader.is_some(), "a known leader")
                 .await
-            {
-                if let Some(l) = m.current_leader {
-                    return Ok(l);
-                }
-            }
+            && let Some(l) = m.current_leader
+        {
+            return Ok(l);
         }
         Err(Status::unavailable(NOT_LEADER))
     }
