@@ -3,6 +3,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/medledger/v1/ledger.proto",
         "proto/medledger/v1/peer.proto",
+        "proto/medledger/v1/emr.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -6,6 +6,7 @@
 //! `prev_hash` of block 1, so two nodes with different genesis documents can never agree.
 
 use crate::crypto::{Hash, Suite};
+use crate::policy::{ACCESS_PRINCIPALS, Policy};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -23,6 +24,93 @@ pub struct GenesisSpec {
     #[serde(default)]
     pub block_limits: BlockLimits,
     pub members: Vec<MemberSpec>,
+    /// Approval policies; every field has a default, and an empty section leaves the
+    /// genesis bytes exactly as they were before policies existed.
+    #[serde(default, skip_serializing_if = "Policies::is_empty")]
+    pub policies: Policies,
+}
+
+/// The consortium's approval policies, fixed at founding and changed only by a vote.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Policies {
+    /// Member approvals needed to admit a member: `OutOf(n, members)` (default: a majority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_admission: Option<u32>,
+    /// Member approvals needed to remove a member and its validator (default: a majority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validator_change: Option<u32>,
+    /// Who must approve access to a record (default `OutOf(2, patient, custodian)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_access: Option<String>,
+    /// Who must approve research use (default `OutOf(3, patient, custodian, ethics)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub research_access: Option<String>,
+}
+
+impl Policies {
+    pub fn is_empty(&self) -> bool {
+        self == &Policies::default()
+    }
+
+    fn normalized(&self, members: usize) -> Result<Policies, GenesisError> {
+        let count = |name: &str, n: Option<u32>| match n {
+            Some(n) if n == 0 || n as usize > members => Err(GenesisError::Policy(format!(
+                "policies.{name} is {n}, but there are {members} founding members: use 1 to {members}"
+            ))),
+            other => Ok(other),
+        };
+        let expr = |name: &str, e: &Option<String>| -> Result<Option<String>, GenesisError> {
+            let Some(text) = e else { return Ok(None) };
+            let p = Policy::parse(text)
+                .map_err(|e| GenesisError::Policy(format!("policies.{name}: {e}")))?;
+            if let Some(bad) = p
+                .principals()
+                .into_iter()
+                .find(|x| !ACCESS_PRINCIPALS.contains(&x.as_str()) && !x.starts_with("member:"))
+            {
+                return Err(GenesisError::Policy(format!(
+                    "policies.{name}: unknown principal {bad:?}; use patient, custodian, ethics or member:<name>"
+                )));
+            }
+            Ok(Some(p.to_string()))
+        };
+        Ok(Policies {
+            member_admission: count("memberAdmission", self.member_admission)?,
+            validator_change: count("validatorChange", self.validator_change)?,
+            record_access: expr("recordAccess", &self.record_access)?,
+            research_access: expr("researchAccess", &self.research_access)?,
+        })
+    }
+
+    /// `OutOf(n, members)` for admitting a member, with `members` founding members.
+    pub fn member_admission_policy(&self, members: usize) -> Policy {
+        Self::members_policy(self.member_admission, members)
+    }
+
+    /// `OutOf(n, members)` for removing a member.
+    pub fn validator_change_policy(&self, members: usize) -> Policy {
+        Self::members_policy(self.validator_change, members)
+    }
+
+    fn members_policy(n: Option<u32>, members: usize) -> Policy {
+        let n = n.map(|n| n as usize).unwrap_or(members / 2 + 1);
+        Policy::OutOf(n, vec![Policy::Principal("members".into())])
+    }
+
+    pub fn record_access_policy(&self) -> Policy {
+        self.record_access
+            .as_deref()
+            .and_then(|t| Policy::parse(t).ok())
+            .unwrap_or_else(Policy::default_record_access)
+    }
+
+    pub fn research_access_policy(&self) -> Policy {
+        self.research_access
+            .as_deref()
+            .and_then(|t| Policy::parse(t).ok())
+            .unwrap_or_else(Policy::default_research_access)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,6 +162,8 @@ pub struct Genesis {
     pub max_block_txs: u32,
     pub max_tx_bytes: u32,
     pub members: Vec<Member>,
+    #[serde(default, skip_serializing_if = "Policies::is_empty")]
+    pub policies: Policies,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -118,6 +208,8 @@ pub enum GenesisError {
         "member {member:?}: endpoint {endpoint:?} is not host:port with a port from 1 to 65535"
     )]
     Endpoint { member: String, endpoint: String },
+    #[error("{0}")]
+    Policy(String),
     #[error("blockLimits: {0}")]
     Limits(String),
     #[error(
@@ -251,6 +343,7 @@ impl Genesis {
             suite: spec.suite,
             max_block_txs: limits.max_block_txs,
             max_tx_bytes: limits.max_tx_bytes,
+            policies: spec.policies.normalized(members.len())?,
             members,
         })
     }
@@ -285,6 +378,7 @@ impl Genesis {
                     admin_key: m.admin_key.clone(),
                 })
                 .collect(),
+            policies: g.policies.clone(),
         };
         let canonical = Genesis::from_spec(&respec)?;
         if canonical.to_bytes() != bytes {
@@ -320,6 +414,7 @@ mod tests {
                     admin_key: hex::encode(SigningKey::generate(Suite::Ed25519).public()),
                 })
                 .collect(),
+            policies: Default::default(),
         }
     }
 

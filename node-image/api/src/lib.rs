@@ -10,8 +10,10 @@
 pub mod block;
 pub mod config;
 pub mod crypto;
+pub mod emr;
 pub mod genesis;
 pub mod keys;
+pub mod policy;
 pub mod tx;
 
 /// Generated protobuf and gRPC code (built from `proto/` by `build.rs`).

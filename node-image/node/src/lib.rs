@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod backfill;
 pub mod cli;
+pub mod contracts;
 pub mod ledger;
 pub mod local;
 pub mod metrics;

@@ -114,6 +114,7 @@ impl LocalConsortium {
                 ..Default::default()
             },
             members,
+            policies: Default::default(),
         };
         let genesis = Genesis::from_spec(&spec)?;
         std::fs::create_dir_all(dir)?;

@@ -94,6 +94,7 @@ async fn bad_transactions_are_rejected_with_a_reason() {
     let op = Op::RegisterParticipant(RegisterParticipant {
         public_key: stranger.public(),
         role: "client".into(),
+        department: String::new(),
     });
     let r = try_submit(&url, medledger_api::tx::build(key, &chain, 2, op))
         .await

@@ -237,6 +237,11 @@ impl ConsortiumSpec {
                     admin_key: m.admin_key.clone(),
                 })
                 .collect(),
+            policies: medledger_api::genesis::Policies {
+                member_admission: self.policies.member_admission,
+                validator_change: self.policies.validator_change,
+                ..Default::default()
+            },
         }
     }
 

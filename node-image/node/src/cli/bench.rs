@@ -186,6 +186,7 @@ pub async fn run(bin: &Path, args: &BenchArgs) -> Result<serde_json::Value> {
         let op = Op::RegisterParticipant(RegisterParticipant {
             public_key: k.public(),
             role: "client".into(),
+            department: String::new(),
         });
         let r = submit(
             &mut admin_client,

@@ -106,6 +106,7 @@ pub async fn submit_cmd(
         SubmitOp::Register { public_key, role } => Op::RegisterParticipant(RegisterParticipant {
             public_key: hex::decode(&public_key).context("--register takes a hex public key")?,
             role,
+            department: String::new(),
         }),
     };
     let tx = medledger_api::tx::build(&key, &chain, nonce, op);

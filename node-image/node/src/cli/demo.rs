@@ -90,6 +90,7 @@ pub async fn run(bin: &Path) -> Result<()> {
         let op = Op::RegisterParticipant(RegisterParticipant {
             public_key: key.public(),
             role: "clinician".into(),
+            department: "cardiology".into(),
         });
         let mut client = connect(&c.nodes[i].api_url()).await?;
         let r = submit(

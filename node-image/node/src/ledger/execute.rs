@@ -5,26 +5,10 @@
 use super::{Batch, ChainCtx};
 use medledger_api::block::{header_hash, proposal_digest, results_root, tx_root};
 use medledger_api::crypto::{Hash, Suite};
-use medledger_api::pb::{
-    Block, BlockHeader, ResultCode, Transaction, TxBody, TxResult, tx_body::Op,
-};
-use std::collections::BTreeMap;
+use medledger_api::pb::{Block, BlockHeader, ResultCode, Transaction, TxBody, TxResult};
 
-/// Read access to committed state, as of the block before the one being executed.
-pub trait StateRead {
-    fn nonce(&self, signer: &[u8]) -> u64;
-    fn participant_role(&self, key: &[u8]) -> Option<String>;
-}
-
-/// State writes produced by one block.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Changes {
-    pub nonces: BTreeMap<Vec<u8>, u64>,
-    pub participants: BTreeMap<Vec<u8>, String>,
-    pub kv: BTreeMap<String, Vec<u8>>,
-    /// (tx id, index in block)
-    pub tx_index: Vec<(Hash, u32)>,
-}
+pub use crate::contracts::state::{Changes, StateRead};
+use crate::contracts::{Env, Overlay, actor};
 
 pub struct Executed {
     pub block: Block,
@@ -38,6 +22,7 @@ pub const MEMBER_ROLE: &str = "member";
 
 /// The outcome of checking one transaction before execution: either a decoded transaction
 /// or a rejection.
+#[allow(clippy::large_enum_variant)] // short-lived, one per transaction of a block
 enum Checked {
     Ok { body: TxBody, tx: Transaction },
     Rejected(ResultCode, String),
@@ -74,13 +59,23 @@ pub fn precheck_stateless(ctx: &ChainCtx, raw: &[u8]) -> Result<(Transaction, Tx
             ),
         ));
     }
-    if ctx.suite.check_public_key(&body.signer).is_err() {
+    if signer_suite(ctx, &body.signer)
+        .check_public_key(&body.signer)
+        .is_err()
+    {
         return Err(reject(
             ResultCode::Malformed,
             format!("signer is not a {} public key", ctx.suite),
         ));
     }
     Ok((tx, body))
+}
+
+/// The suite a signer's key is in. Validator node keys are Ed25519 under every suite (they
+/// are TLS identities) and sign only the audit entries of key releases; under `sm` they are
+/// told apart from SM2 keys by length (32 bytes against 33).
+pub fn signer_suite(ctx: &ChainCtx, signer: &[u8]) -> Suite {
+    signer_suite_of(ctx.suite, signer)
 }
 
 /// The stateless checks plus "is the signer known", against committed state. Used when a
@@ -91,7 +86,10 @@ pub fn precheck(
     raw: &[u8],
 ) -> Result<(Transaction, TxBody), TxResult> {
     let (tx, body) = precheck_stateless(ctx, raw)?;
-    if !ctx.admins.contains_key(&body.signer) && state.participant_role(&body.signer).is_none() {
+    // Participants (by far the most frequent signers) are found with one table read.
+    if state.participant_role(&body.signer).is_none()
+        && actor::resolve(ctx, &Overlay::new(state), &body.signer).is_none()
+    {
         return Err(reject(
             ResultCode::UnknownSigner,
             format!(
@@ -101,6 +99,14 @@ pub fn precheck(
         ));
     }
     Ok((tx, body))
+}
+
+fn signer_suite_of(suite: Suite, signer: &[u8]) -> Suite {
+    if suite == Suite::Sm && signer.len() == 32 {
+        Suite::Ed25519
+    } else {
+        suite
+    }
 }
 
 /// Verifies all signatures of a block; Ed25519 ones in one batch, falling back to one by one
@@ -135,74 +141,12 @@ fn verify_signatures(suite: Suite, checked: &[Checked]) -> Vec<bool> {
     }
     for (i, c) in checked.iter().enumerate() {
         if let Checked::Ok { body, tx } = c {
-            out[i] = suite.verify(&body.signer, &tx.body, &tx.signature).is_ok();
+            out[i] = signer_suite_of(suite, &body.signer)
+                .verify(&body.signer, &tx.body, &tx.signature)
+                .is_ok();
         }
     }
     out
-}
-
-struct Overlay<'a> {
-    state: &'a dyn StateRead,
-    changes: Changes,
-}
-
-impl Overlay<'_> {
-    fn nonce(&self, signer: &[u8]) -> u64 {
-        self.changes
-            .nonces
-            .get(signer)
-            .copied()
-            .unwrap_or_else(|| self.state.nonce(signer))
-    }
-    fn role(&self, key: &[u8]) -> Option<String> {
-        self.changes
-            .participants
-            .get(key)
-            .cloned()
-            .or_else(|| self.state.participant_role(key))
-    }
-}
-
-fn apply_op(ctx: &ChainCtx, ov: &mut Overlay<'_>, body: &TxBody) -> TxResult {
-    match body.op.as_ref().expect("precheck guarantees an op") {
-        Op::RegisterParticipant(r) => {
-            if !ctx.admins.contains_key(&body.signer) {
-                return reject(
-                    ResultCode::Unauthorized,
-                    "only a member administrator may register participants",
-                );
-            }
-            if ctx.suite.check_public_key(&r.public_key).is_err() {
-                return reject(
-                    ResultCode::Invalid,
-                    format!("participant key is not a {} public key", ctx.suite),
-                );
-            }
-            const ROLES: [&str; 5] = ["patient", "clinician", "researcher", "auditor", "client"];
-            if !ROLES.contains(&r.role.as_str()) {
-                return reject(
-                    ResultCode::Invalid,
-                    format!("role {:?} is not one of {ROLES:?}", r.role),
-                );
-            }
-            if ctx.admins.contains_key(&r.public_key) || ov.role(&r.public_key).is_some() {
-                return reject(ResultCode::Invalid, "this key is already registered");
-            }
-            ov.changes
-                .participants
-                .insert(r.public_key.clone(), r.role.clone());
-        }
-        Op::Put(p) => {
-            if p.key.is_empty() || p.key.len() > 256 {
-                return reject(ResultCode::Invalid, "key must be 1 to 256 bytes");
-            }
-            ov.changes.kv.insert(
-                format!("{}/{}", hex::encode(&body.signer), p.key),
-                p.value.clone(),
-            );
-        }
-    }
-    reject(ResultCode::Ok, "")
 }
 
 /// Executes a committed batch at `height` on top of `prev_hash`.
@@ -244,10 +188,7 @@ pub fn execute_batch(
         .collect();
     let sig_ok = verify_signatures(ctx.suite, &checked);
 
-    let mut ov = Overlay {
-        state,
-        changes: Changes::default(),
-    };
+    let mut ov = Overlay::new(state);
     let mut results = Vec::with_capacity(checked.len());
     let mut tx_ids = Vec::with_capacity(checked.len());
     for (i, (c, raw)) in checked.into_iter().zip(&batch.txs).enumerate() {
@@ -273,7 +214,12 @@ pub fn execute_batch(
                         ),
                     )
                 } else {
-                    let r = apply_op(ctx, &mut ov, &body);
+                    let env = Env {
+                        height,
+                        index: i as u32,
+                        now_ms: batch.timestamp_ms,
+                    };
+                    let r = crate::contracts::apply(ctx, &mut ov, &env, &body);
                     // A rejected operation still consumes its nonce, so it cannot be replayed.
                     ov.changes.nonces.insert(body.signer.clone(), body.nonce);
                     r
@@ -313,7 +259,7 @@ mod tests {
     use super::*;
     use medledger_api::genesis::{BlockLimits, Genesis, GenesisSpec, MemberSpec};
     use medledger_api::keys::SigningKey;
-    use medledger_api::pb::{Put, RegisterParticipant};
+    use medledger_api::pb::{Put, RegisterParticipant, tx_body::Op};
     use prost::Message;
     use std::collections::HashMap;
 
@@ -339,6 +285,7 @@ mod tests {
                 endpoint: "a:1".into(),
                 admin_key: hex::encode(admin.public()),
             }],
+            policies: Default::default(),
         };
         let ctx = ChainCtx::new(Genesis::from_spec(&spec).unwrap());
         Fixture {
@@ -359,6 +306,9 @@ mod tests {
         }
         fn participant_role(&self, k: &[u8]) -> Option<String> {
             self.roles.get(k).cloned()
+        }
+        fn object(&self, _: &str) -> Option<Vec<u8>> {
+            None
         }
     }
 
@@ -389,6 +339,7 @@ mod tests {
             let reg = Op::RegisterParticipant(RegisterParticipant {
                 public_key: patient.public(),
                 role: "patient".into(),
+                department: String::new(),
             });
             let mut forged = medledger_api::pb::Transaction::decode(
                 medledger_api::tx::build(&f.admin, &chain, 9, put(&f.admin, 9)).as_slice(),
@@ -411,6 +362,7 @@ mod tests {
                     Op::RegisterParticipant(RegisterParticipant {
                         public_key: stranger.public(),
                         role: "clinician".into(),
+                        department: String::new(),
                     }),
                 ), // unauthorized
                 medledger_api::tx::build(
@@ -420,6 +372,7 @@ mod tests {
                     Op::RegisterParticipant(RegisterParticipant {
                         public_key: stranger.public(),
                         role: "wizard".into(),
+                        department: String::new(),
                     }),
                 ), // invalid role
             ];

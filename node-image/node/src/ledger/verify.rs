@@ -99,6 +99,9 @@ mod tests {
         fn participant_role(&self, _: &[u8]) -> Option<String> {
             None
         }
+        fn object(&self, _: &str) -> Option<Vec<u8>> {
+            None
+        }
     }
 
     fn chain(n: u64) -> (ChainCtx, Vec<(Block, Hash)>, Head) {
@@ -114,6 +117,7 @@ mod tests {
                 endpoint: "a:1".into(),
                 admin_key: hex::encode(admin.public()),
             }],
+            policies: Default::default(),
         };
         let ctx = ChainCtx::new(Genesis::from_spec(&spec).unwrap());
         let id = *ctx.node_keys.keys().next().unwrap();

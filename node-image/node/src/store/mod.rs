@@ -24,6 +24,8 @@ pub(crate) const TX_INDEX: TableDefinition<&[u8], (u64, u32)> = TableDefinition:
 pub(crate) const NONCES: TableDefinition<&[u8], u64> = TableDefinition::new("nonces");
 pub(crate) const PARTICIPANTS: TableDefinition<&[u8], &str> = TableDefinition::new("participants");
 pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+/// Contract state (records, access, proposals, members, audit trail), keyed `kind/id...`.
+pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 
 pub(crate) const META_HEAD: &str = "head";
 
@@ -116,6 +118,7 @@ impl Store {
             txn.open_table(NONCES)?;
             txn.open_table(PARTICIPANTS)?;
             txn.open_table(KV)?;
+            txn.open_table(OBJECTS)?;
             let mut meta = txn.open_table(META)?;
             if meta.get(META_HEAD)?.is_none() {
                 meta.insert(META_HEAD, encode(&Head::genesis(genesis_hash)).as_slice())?;
@@ -218,6 +221,29 @@ impl ReadView {
         Ok(t.get(key)?.map(|v| v.value().to_string()))
     }
 
+    pub fn object(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = self.txn.open_table(OBJECTS)?;
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Objects whose key starts with `prefix`, in key order (at most `limit`).
+    pub fn objects_with_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let t = self.txn.open_table(OBJECTS)?;
+        let mut out = Vec::new();
+        for item in t.range(prefix..)? {
+            let (k, v) = item?;
+            if !k.value().starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     pub fn block_count(&self) -> Result<u64, StoreError> {
         Ok(self.txn.open_table(BLOCKS)?.len()?)
     }
@@ -231,6 +257,9 @@ impl StateRead for ReadView {
     }
     fn participant_role(&self, key: &[u8]) -> Option<String> {
         self.try_role(key).expect("state store read failed")
+    }
+    fn object(&self, key: &str) -> Option<Vec<u8>> {
+        ReadView::object(self, key).expect("state store read failed")
     }
 }
 
@@ -251,6 +280,12 @@ impl StateRead for WriteView<'_> {
         t.get(key)
             .expect("state store read failed")
             .map(|v| v.value().to_string())
+    }
+    fn object(&self, key: &str) -> Option<Vec<u8>> {
+        let t = self.0.open_table(OBJECTS).expect("objects table");
+        t.get(key)
+            .expect("state store read failed")
+            .map(|v| v.value().to_vec())
     }
 }
 
@@ -282,6 +317,10 @@ pub(crate) fn write_block(
     let mut kv = txn.open_table(KV)?;
     for (k, v) in &changes.kv {
         kv.insert(k.as_str(), v.as_slice())?;
+    }
+    let mut objects = txn.open_table(OBJECTS)?;
+    for (k, v) in &changes.objects {
+        objects.insert(k.as_str(), v.as_slice())?;
     }
     Ok(())
 }

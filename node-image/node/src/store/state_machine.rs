@@ -3,8 +3,8 @@
 //! written in one fsynced transaction.
 
 use super::{
-    Head, KV, META, NONCES, PARTICIPANTS, Store, StoreError, WriteView, decode, encode, get_meta,
-    put_head, read_head, write_block,
+    Head, KV, META, NONCES, OBJECTS, PARTICIPANTS, Store, StoreError, WriteView, decode, encode,
+    get_meta, put_head, read_head, write_block,
 };
 use crate::ledger::execute::execute_batch;
 use crate::ledger::{BatchOutcome, ChainCtx};
@@ -32,6 +32,7 @@ struct SnapshotState {
     nonces: Vec<(Vec<u8>, u64)>,
     participants: Vec<(Vec<u8>, String)>,
     kv: Vec<(String, Vec<u8>)>,
+    objects: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Clone)]
@@ -167,6 +168,7 @@ impl StateMachine {
             nonces: vec![],
             participants: vec![],
             kv: vec![],
+            objects: vec![],
         };
         for item in r.open_table(NONCES)?.iter()? {
             let (k, v) = item?;
@@ -181,6 +183,12 @@ impl StateMachine {
         for item in r.open_table(KV)?.iter()? {
             let (k, v) = item?;
             state.kv.push((k.value().to_string(), v.value().to_vec()));
+        }
+        for item in r.open_table(OBJECTS)?.iter()? {
+            let (k, v) = item?;
+            state
+                .objects
+                .push((k.value().to_string(), v.value().to_vec()));
         }
         let data = encode(&state);
         let snapshot_id = match applied {
@@ -228,6 +236,11 @@ impl StateMachine {
             let mut t = w.open_table(KV)?;
             t.retain(|_, _| false)?;
             for (k, v) in &state.kv {
+                t.insert(k.as_str(), v.as_slice())?;
+            }
+            let mut t = w.open_table(OBJECTS)?;
+            t.retain(|_, _| false)?;
+            for (k, v) in &state.objects {
                 t.insert(k.as_str(), v.as_slice())?;
             }
         }

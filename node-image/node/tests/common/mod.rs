@@ -34,6 +34,7 @@ pub async fn register_clients(c: &LocalConsortium, n: usize) -> Vec<SigningKey> 
         let op = Op::RegisterParticipant(RegisterParticipant {
             public_key: k.public(),
             role: "client".into(),
+            department: String::new(),
         });
         let r = submit(
             &mut client,
