@@ -12,6 +12,8 @@ pub mod governance;
 pub mod identity;
 pub mod records;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use crate::ledger::ChainCtx;
 use medledger_api::pb::{ResultCode, TxBody, TxResult, tx_body::Op};
