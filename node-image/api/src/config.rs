@@ -38,6 +38,11 @@ pub struct NodeConfig {
     /// restore this node's peer transport. For fault tests only; never enable in production.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fault_injection: bool,
+    /// For a hospital admitted after the genesis: its member name as proposed on chain. The
+    /// node then starts outside the consortium and waits until the members' vote commits
+    /// and the leader adds it to Raft (as a learner, then a voter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_as: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

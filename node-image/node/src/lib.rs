@@ -3,10 +3,13 @@
 
 pub mod admin;
 pub mod backfill;
+pub mod blob;
 pub mod cli;
 pub mod contracts;
+pub mod envelope;
 pub mod ledger;
 pub mod local;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod raft;

@@ -145,6 +145,7 @@ impl LocalConsortium {
                 },
                 max_batch: opts.max_batch,
                 fault_injection: opts.fault_injection,
+                join_as: None,
             };
             let config_path = ndir.join("node.yaml");
             std::fs::write(&config_path, cfg.to_yaml())?;

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use medledger::cli::{bench, commands, demo};
+use medledger::cli::{bench, bench_emr, commands, demo, emr_cmd};
 use medledger_api::crypto::Suite;
 use std::path::PathBuf;
 
@@ -80,8 +80,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BlockCmd,
     },
-    /// Benchmark a local consortium (optionally beside etcd) and print JSON figures.
+    /// Benchmark a local consortium and print JSON figures: `ledger` (signed writes,
+    /// optionally beside etcd) or `emr` (record put/get latency, cipher beside openssl).
     Bench {
+        #[arg(value_parser = ["ledger", "emr"], default_value = "ledger")]
+        what: String,
+        /// emr: operations per record size.
+        #[arg(long, default_value_t = 30)]
+        ops: usize,
         #[arg(long, default_value_t = 4)]
         nodes: usize,
         #[arg(long, default_value_t = 50_000)]
@@ -102,6 +108,36 @@ enum Cmd {
     },
     /// Run a 3-hospital consortium on loopback: commit, kill -9, restart, compare chains.
     Demo,
+    /// Register patients, clinicians, researchers, auditors and ethics boards.
+    Participant {
+        #[command(subcommand)]
+        cmd: emr_cmd::ParticipantCmd,
+    },
+    /// Put an encrypted record, or get one under a grant.
+    Record {
+        #[command(subcommand)]
+        cmd: emr_cmd::RecordCmd,
+    },
+    /// Request, approve, revoke and break-glass access to records.
+    Access {
+        #[command(subcommand)]
+        cmd: emr_cmd::AccessCmd,
+    },
+    /// Every access to a patient's records: who, when, purpose, grant.
+    Audit {
+        #[command(flatten)]
+        api: emr_cmd::Api,
+        /// The patient's pseudonym (p-...).
+        #[arg(long)]
+        patient: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Consortium membership: list, propose to add or remove a hospital, approve.
+    Member {
+        #[command(subcommand)]
+        cmd: emr_cmd::MemberCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -195,6 +231,8 @@ async fn run(cli: Cli) -> Result<()> {
             cmd: BlockCmd::Get { height, api, json },
         } => commands::block_get(&api, height, json).await,
         Cmd::Bench {
+            what,
+            ops,
             nodes,
             txs,
             clients,
@@ -213,7 +251,12 @@ async fn run(cli: Cli) -> Result<()> {
                 vs_etcd,
                 suite,
             };
-            let out = bench::run(&exe()?, &args).await?;
+            let out = if what == "emr" {
+                let emr = bench_emr::EmrBenchArgs { suite, ops };
+                bench_emr::run(&exe()?, &emr).await?
+            } else {
+                bench::run(&exe()?, &args).await?
+            };
             if json {
                 println!("{out}");
             } else {
@@ -222,6 +265,11 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Demo => demo::run(&exe()?).await,
+        Cmd::Participant { cmd } => emr_cmd::participant(cmd).await,
+        Cmd::Record { cmd } => emr_cmd::record(cmd).await,
+        Cmd::Access { cmd } => emr_cmd::access(cmd).await,
+        Cmd::Audit { api, patient, json } => emr_cmd::audit(&api.api, &patient, json).await,
+        Cmd::Member { cmd } => emr_cmd::member(cmd).await,
     }
 }
 

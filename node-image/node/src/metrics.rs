@@ -18,6 +18,7 @@ pub struct Metrics {
     pub validators: IntGauge,
     pub in_sync: IntGauge,
     pub blocks_backfilled: IntCounter,
+    pub keys_released: IntCounter,
 }
 
 pub const ROLES: [&str; 5] = ["leader", "follower", "candidate", "learner", "shutdown"];
@@ -87,6 +88,11 @@ impl Metrics {
             "Blocks fetched from peers after installing a snapshot",
         )
         .unwrap();
+        let keys_released = IntCounter::new(
+            "medledger_keys_released_total",
+            "Record data keys this node released after committing the audit transaction",
+        )
+        .unwrap();
         for c in [
             Box::new(height.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(transactions.clone()),
@@ -99,6 +105,7 @@ impl Metrics {
             Box::new(validators.clone()),
             Box::new(in_sync.clone()),
             Box::new(blocks_backfilled.clone()),
+            Box::new(keys_released.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -115,6 +122,7 @@ impl Metrics {
             validators,
             in_sync,
             blocks_backfilled,
+            keys_released,
         }
     }
 

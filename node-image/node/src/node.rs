@@ -5,6 +5,7 @@ use crate::ledger::verify::{ChainError, verify_chain};
 use crate::metrics::Metrics;
 use crate::raft::network::Network;
 use crate::raft::{Node, Raft};
+use crate::service::emr_api::EmrService;
 use crate::service::{ledger_api::LedgerService, peer_api::PeerService, submit::Submitter};
 use crate::store::log::LogStore;
 use crate::store::state_machine::StateMachine;
@@ -13,7 +14,9 @@ use crate::transport::peers::{PeerInfo, Peers};
 use crate::transport::tls::{AllowedKeys, server_config};
 use medledger_api::config::NodeConfig;
 use medledger_api::genesis::Genesis;
-use medledger_api::pb::{ledger_server::LedgerServer, peer_server::PeerServer};
+use medledger_api::pb::{
+    emr_server::EmrServer, ledger_server::LedgerServer, peer_server::PeerServer,
+};
 use openraft::ServerState;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -34,6 +37,10 @@ pub struct Shared {
     pub submitter: Submitter,
     pub head_rx: watch::Receiver<Head>,
     pub fault_injection: bool,
+    /// This node's Ed25519 key: opens custody-wrapped data keys and signs release records.
+    pub node_key: ed25519_dalek::SigningKey,
+    /// Last nonce this node used for its own transactions.
+    pub own_nonce: tokio::sync::Mutex<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +65,7 @@ pub enum NodeError {
     #[error("the node key must be an Ed25519 key (medledger keygen --suite ed25519)")]
     KeySuite,
     #[error(
-        "node key {0} is not the key of any validator in the genesis; use the key listed for this member"
+        "node key {0} is not the key of any validator in the genesis; use the key listed for this member, or set joinAs to the member name a governance proposal admits"
     )]
     NotAValidator(String),
     #[error("store: {0}")]
@@ -125,13 +132,19 @@ pub async fn run(
     let key = medledger_api::keys::load(&cfg.node_key_file)?;
     let key = key.as_ed25519().ok_or(NodeError::KeySuite)?.clone();
     let public = hex::encode(key.verifying_key().to_bytes());
-    let me_member = genesis
-        .members
-        .iter()
-        .find(|m| m.node_key == public)
-        .ok_or(NodeError::NotAValidator(public))?
-        .clone();
-    let me = me_member.node_id;
+    // A founding validator is in the genesis; a hospital admitted later starts with
+    // `joinAs` and waits until the members' vote and the leader bring it in.
+    let (me, member_name, joining) = match genesis.members.iter().find(|m| m.node_key == public) {
+        Some(m) => (m.node_id, m.name.clone(), false),
+        None => match &cfg.join_as {
+            Some(name) => (
+                medledger_api::genesis::node_id(genesis.suite, &key.verifying_key().to_bytes()),
+                name.clone(),
+                true,
+            ),
+            None => return Err(NodeError::NotAValidator(public)),
+        },
+    };
     let ctx = Arc::new(ChainCtx::new(genesis.clone()));
 
     let store = tokio::task::block_in_place(|| Store::open(&cfg.data_dir, ctx.genesis_hash))?;
@@ -144,35 +157,18 @@ pub async fn run(
             Ok(b.map(|b| (b, hash)))
         })
     })?;
-    tracing::info!(height = head.height, member = %me_member.name, node_id = me, "stored chain verified");
+    tracing::info!(height = head.height, member = %member_name, node_id = me, joining, "stored chain verified");
 
     let metrics = Arc::new(Metrics::new());
     let (sm, head_rx) = StateMachine::new(store.clone(), ctx.clone(), metrics.clone())?;
     let head_tx = sm.head_sender();
     let isolated = Arc::new(AtomicBool::new(false));
-    let infos: HashMap<u64, PeerInfo> = genesis
-        .members
-        .iter()
-        .map(|m| {
-            let addr = cfg
-                .peer_addresses
-                .get(&m.name)
-                .cloned()
-                .unwrap_or_else(|| m.endpoint.clone());
-            let key: [u8; 32] = hex::decode(&m.node_key)
-                .expect("validated")
-                .try_into()
-                .expect("32 bytes");
-            (
-                m.node_id,
-                PeerInfo {
-                    name: m.name.clone(),
-                    addr,
-                    key,
-                },
-            )
-        })
-        .collect();
+    // The peer table comes from the member list on chain (the genesis until a decision
+    // changes it), so a restarted node knows every member admitted since.
+    let infos: HashMap<u64, PeerInfo> = crate::membership::peer_infos(
+        &crate::membership::current_members(&ctx, &store),
+        &cfg.peer_addresses,
+    );
     let allowed: AllowedKeys = Arc::new(RwLock::new(
         infos.values().map(|p| p.key).collect::<HashSet<_>>(),
     ));
@@ -198,6 +194,7 @@ pub async fn run(
         .is_initialized()
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?
+        && !joining
     {
         // Every validator initializes with the same genesis membership; Raft makes that safe.
         let members: BTreeMap<u64, Node> = infos
@@ -225,7 +222,7 @@ pub async fn run(
     let submitter = Submitter::start(raft.clone(), ctx.clone(), me, key.clone(), max_batch);
     let shared = Arc::new(Shared {
         me,
-        member: me_member.name.clone(),
+        member: member_name.clone(),
         ctx: ctx.clone(),
         raft: raft.clone(),
         store: store.clone(),
@@ -234,6 +231,8 @@ pub async fn run(
         submitter,
         head_rx: head_rx.clone(),
         fault_injection: cfg.fault_injection,
+        node_key: key.clone(),
+        own_nonce: tokio::sync::Mutex::new(0),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -250,6 +249,9 @@ pub async fn run(
             })
             .max_decoding_message_size(8 << 20),
         )
+        .add_service(EmrServer::new(EmrService {
+            node: shared.clone(),
+        }))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(api_listener),
             stopped(stop_rx.clone()),
@@ -257,7 +259,7 @@ pub async fn run(
 
     // Peer API: mutual TLS pinned to the validators' node keys.
     let peer_listener = bind(&cfg.listen.peer).await?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&key, allowed)?));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&key, allowed.clone())?));
     let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
     let accept_stop = stop_rx.clone();
     tokio::spawn(async move {
@@ -301,6 +303,12 @@ pub async fn run(
         stop_rx.clone(),
     ));
     tokio::spawn(update_gauges(shared.clone(), stop_rx.clone()));
+    tokio::spawn(crate::membership::follow(
+        shared.clone(),
+        allowed.clone(),
+        cfg.peer_addresses.clone(),
+        stop_rx.clone(),
+    ));
     tracing::info!(api = %cfg.listen.api, peer = %cfg.listen.peer, admin = %cfg.listen.admin, "node started");
 
     let servers = tokio::spawn(async move {

@@ -30,6 +30,7 @@ pub fn node_config(node: &LedgerNode, genesis_hash: &str) -> NodeConfig {
         raft: RaftTuning::default(),
         max_batch: None,
         fault_injection: false,
+        join_as: None,
     }
 }
 

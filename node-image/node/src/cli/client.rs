@@ -10,7 +10,12 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 pub async fn connect(url: &str) -> Result<LedgerClient<Channel>> {
-    let ch = Endpoint::from_shared(url.to_string())
+    Ok(LedgerClient::new(channel(url).await?).max_decoding_message_size(64 << 20))
+}
+
+/// A gRPC channel to a node's client API, with an error that says what to check.
+pub async fn channel(url: &str) -> Result<Channel> {
+    Endpoint::from_shared(url.to_string())
         .with_context(|| format!("{url:?} is not a URL; use e.g. http://127.0.0.1:7050"))?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
@@ -18,8 +23,7 @@ pub async fn connect(url: &str) -> Result<LedgerClient<Channel>> {
         .await
         .with_context(|| {
             format!("cannot reach a medledger node at {url}; is it running, and is --api right?")
-        })?;
-    Ok(LedgerClient::new(ch).max_decoding_message_size(64 << 20))
+        })
 }
 
 /// The signer's next nonce, read linearizably so it reflects every acknowledged commit.

@@ -167,6 +167,9 @@ pub async fn run(bin: &Path) -> Result<()> {
         );
     }
     println!("all 3 nodes hold identical block hashes at every height 1..={target}");
+
+    println!("-- sharing a medical record --");
+    super::demo_emr::story(&c).await?;
     c.stop_all();
     Ok(())
 }

@@ -54,6 +54,18 @@ impl Peers {
         }
     }
 
+    /// Replaces the peer table (after a membership decision). Channels to peers whose
+    /// address or key changed, or that left, are dropped and reconnect on next use.
+    pub fn set_infos(&self, infos: HashMap<u64, PeerInfo>) {
+        // Same lock order as `client`: channels, then infos.
+        let mut chans = self.channels.lock().expect("peers lock");
+        let mut current = self.infos.lock().expect("peers lock");
+        chans.retain(|id, _| {
+            matches!((current.get(id), infos.get(id)), (Some(a), Some(b)) if a.addr == b.addr && a.key == b.key)
+        });
+        *current = infos;
+    }
+
     pub fn info(&self, id: u64) -> Option<PeerInfo> {
         self.infos.lock().expect("peers lock").get(&id).cloned()
     }
