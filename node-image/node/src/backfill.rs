@@ -63,6 +63,8 @@ async fn fill_from(
         .await
         .map_err(|e| e.to_string())?
         .into_inner();
+    // Blocks may be proposed by validators admitted after the genesis.
+    let members = crate::membership::current_members(&node.ctx, &node.store);
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut expected = from;
     while let Some(item) = stream.next().await {
@@ -76,7 +78,7 @@ async fn fill_from(
             &block,
             expected,
             &prev,
-            |id| node.ctx.node_key(id),
+            |id| crate::membership::node_key_in(&node.ctx, &members, id),
         )
         .map_err(|e| format!("peer sent a bad block {expected}: {e}"))?;
         if expected == to && hash != head.anchor_hash {

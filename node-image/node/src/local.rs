@@ -66,7 +66,56 @@ pub struct LocalConsortium {
     pub admin_keys: Vec<SigningKey>,
     pub genesis: Genesis,
     bin: PathBuf,
+    opts: Options,
     _tmp: Option<tempfile::TempDir>,
+}
+
+/// Writes one node's key and config under `dir/name`.
+fn write_node(
+    dir: &Path,
+    genesis: &Genesis,
+    opts: &Options,
+    name: &str,
+    key: &SigningKey,
+    (api, peer, admin): (u16, u16, u16),
+    join_as: Option<String>,
+) -> Result<LocalNode> {
+    let ndir = dir.join(name);
+    std::fs::create_dir_all(&ndir)?;
+    let key_file = ndir.join("node.key");
+    save_new(&key_file, key)?;
+    let cfg = NodeConfig {
+        data_dir: ndir.join("data"),
+        genesis_file: dir.join("genesis.json"),
+        genesis_hash: Some(hex::encode(genesis.hash())),
+        node_key_file: key_file,
+        listen: Listen {
+            api: format!("127.0.0.1:{api}"),
+            peer: format!("127.0.0.1:{peer}"),
+            admin: format!("127.0.0.1:{admin}"),
+        },
+        peer_addresses: Default::default(),
+        raft: RaftTuning {
+            snapshot_every: opts.snapshot_every,
+            keep_after_snapshot: opts.keep_after_snapshot,
+            ..Default::default()
+        },
+        max_batch: opts.max_batch,
+        fault_injection: opts.fault_injection,
+        join_as,
+    };
+    let config_path = ndir.join("node.yaml");
+    std::fs::write(&config_path, cfg.to_yaml())?;
+    Ok(LocalNode {
+        name: name.to_string(),
+        node_id: medledger_api::genesis::node_id(genesis.suite, &key.public()),
+        config_path,
+        data_dir: cfg.data_dir,
+        api: cfg.listen.api,
+        admin: cfg.listen.admin,
+        log_path: ndir.join("node.log"),
+        child: None,
+    })
 }
 
 fn free_port() -> Result<u16> {
@@ -122,44 +171,8 @@ impl LocalConsortium {
         std::fs::write(&genesis_file, genesis.to_bytes())?;
         std::fs::write(dir.join("genesis.yaml"), serde_yaml::to_string(&spec)?)?;
         let mut nodes = Vec::new();
-        for ((name, key), (api, peer, admin)) in node_keys.into_iter().zip(ports) {
-            let ndir = dir.join(&name);
-            std::fs::create_dir_all(&ndir)?;
-            let key_file = ndir.join("node.key");
-            save_new(&key_file, &key)?;
-            let cfg = NodeConfig {
-                data_dir: ndir.join("data"),
-                genesis_file: genesis_file.clone(),
-                genesis_hash: Some(hex::encode(genesis.hash())),
-                node_key_file: key_file,
-                listen: Listen {
-                    api: format!("127.0.0.1:{api}"),
-                    peer: format!("127.0.0.1:{peer}"),
-                    admin: format!("127.0.0.1:{admin}"),
-                },
-                peer_addresses: Default::default(),
-                raft: RaftTuning {
-                    snapshot_every: opts.snapshot_every,
-                    keep_after_snapshot: opts.keep_after_snapshot,
-                    ..Default::default()
-                },
-                max_batch: opts.max_batch,
-                fault_injection: opts.fault_injection,
-                join_as: None,
-            };
-            let config_path = ndir.join("node.yaml");
-            std::fs::write(&config_path, cfg.to_yaml())?;
-            let node_id = medledger_api::genesis::node_id(genesis.suite, &key.public());
-            nodes.push(LocalNode {
-                name,
-                node_id,
-                config_path,
-                data_dir: cfg.data_dir,
-                api: cfg.listen.api,
-                admin: cfg.listen.admin,
-                log_path: ndir.join("node.log"),
-                child: None,
-            });
+        for ((name, key), ports) in node_keys.into_iter().zip(ports) {
+            nodes.push(write_node(dir, &genesis, opts, &name, &key, ports, None)?);
         }
         Ok(LocalConsortium {
             dir: dir.to_path_buf(),
@@ -167,8 +180,35 @@ impl LocalConsortium {
             admin_keys,
             genesis,
             bin: bin.to_path_buf(),
+            opts: opts.clone(),
             _tmp: None,
         })
+    }
+
+    /// Prepares (does not start) a node for a hospital that is not in the genesis and will
+    /// join by governance vote. Returns its index, its administrator key and its member card
+    /// (node key, endpoint, admin key) for the proposal.
+    pub fn prepare_joiner(&mut self, name: &str) -> Result<(usize, SigningKey, [String; 3])> {
+        let node_key = SigningKey::generate(Suite::Ed25519);
+        let admin = SigningKey::generate(self.opts.suite);
+        let ports = (free_port()?, free_port()?, free_port()?);
+        let node = write_node(
+            &self.dir,
+            &self.genesis,
+            &self.opts,
+            name,
+            &node_key,
+            ports,
+            Some(name.to_string()),
+        )?;
+        self.nodes.push(node);
+        self.admin_keys.push(admin.clone());
+        let card = [
+            hex::encode(node_key.public()),
+            format!("127.0.0.1:{}", ports.1),
+            hex::encode(admin.public()),
+        ];
+        Ok((self.nodes.len() - 1, admin, card))
     }
 
     pub fn start_all(&mut self) -> Result<()> {

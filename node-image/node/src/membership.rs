@@ -53,6 +53,17 @@ pub fn current_members(ctx: &ChainCtx, store: &crate::store::Store) -> Vec<Membe
     }
 }
 
+/// The node key of `id` among the genesis validators and every member ever admitted: who
+/// may have proposed a stored block.
+pub fn node_key_in(ctx: &ChainCtx, members: &[MemberRec], id: u64) -> Option<Vec<u8>> {
+    ctx.node_key(id).or_else(|| {
+        members
+            .iter()
+            .find(|m| m.node_id == id)
+            .and_then(|m| hex::decode(&m.node_key).ok())
+    })
+}
+
 pub async fn follow(
     node: Arc<Shared>,
     allowed: AllowedKeys,

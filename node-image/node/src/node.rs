@@ -151,7 +151,9 @@ pub async fn run(
     let head = store.head()?;
     tokio::task::block_in_place(|| {
         let view = store.read().map_err(|e| ChainError::Read(e.to_string()))?;
-        verify_chain(&ctx, &head, |h| {
+        let members = crate::membership::current_members(&ctx, &store);
+        let proposer_key = |id| crate::membership::node_key_in(&ctx, &members, id);
+        verify_chain(&ctx, &head, proposer_key, |h| {
             let b = view.block(h).map_err(|e| e.to_string())?;
             let hash = view.block_hash(h).map_err(|e| e.to_string())?;
             Ok(b.map(|b| (b, hash)))

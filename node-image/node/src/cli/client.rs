@@ -27,15 +27,25 @@ pub async fn channel(url: &str) -> Result<Channel> {
 }
 
 /// The signer's next nonce, read linearizably so it reflects every acknowledged commit.
+/// Retries while leadership is changing (bounded, about 10 s).
 pub async fn next_nonce(client: &mut LedgerClient<Channel>, key: &SigningKey) -> Result<u64> {
-    let r = client
-        .query(QueryRequest {
-            query: Some(Query::SignerNonce(key.public())),
-            linearizable: true,
-        })
-        .await?
-        .into_inner();
-    Ok(r.nonce + 1)
+    let mut tries = 0;
+    loop {
+        let r = client
+            .query(QueryRequest {
+                query: Some(Query::SignerNonce(key.public())),
+                linearizable: true,
+            })
+            .await;
+        match r {
+            Ok(r) => return Ok(r.into_inner().nonce + 1),
+            Err(s) if s.code() == tonic::Code::Unavailable && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(s) => bail!("cannot read the signer's nonce: {}", s.message()),
+        }
+    }
 }
 
 /// Submits, retrying while the cluster has no leader. Resubmitting is safe: the node answers

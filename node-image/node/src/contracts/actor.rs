@@ -95,3 +95,11 @@ pub fn resolve(ctx: &ChainCtx, ov: &Overlay<'_>, key: &[u8]) -> Option<Actor> {
         }
     })
 }
+
+/// The Ed25519 key of a validator node that is or ever was a member's: whoever proposed a
+/// block while it was the Raft leader.
+pub fn node_key_of(ctx: &ChainCtx, ov: &Overlay<'_>, node_id: u64) -> Option<Vec<u8>> {
+    // Genesis validators are found without a state read.
+    ctx.node_key(node_id)
+        .or_else(|| crate::membership::node_key_in(ctx, &members(ctx, ov), node_id))
+}

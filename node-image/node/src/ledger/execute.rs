@@ -168,7 +168,8 @@ pub fn execute_batch(
         &root,
     );
     // A proposal not signed by a validator orders nothing: every transaction in it is void.
-    let proposal_ok = ctx.node_key(batch.proposer).is_some_and(|k| {
+    let proposer_key = actor::node_key_of(ctx, &Overlay::new(state), batch.proposer);
+    let proposal_ok = proposer_key.is_some_and(|k| {
         medledger_api::crypto::verify_ed25519(&k, &digest, &batch.proposer_sig).is_ok()
     });
     let checked: Vec<Checked> = batch

@@ -23,9 +23,12 @@ pub enum ChainError {
 }
 
 /// Verifies every stored block. `get` reads a block and its recorded hash.
+/// `proposer_key` finds the node key of a block's proposer (validators admitted after the
+/// genesis included).
 pub fn verify_chain(
     ctx: &ChainCtx,
     head: &Head,
+    proposer_key: impl Fn(u64) -> Option<Vec<u8>>,
     mut get: impl FnMut(u64) -> Result<Option<(Block, Option<Hash>)>, String>,
 ) -> Result<(), ChainError> {
     let mut check_range = |from: u64, to: u64, mut prev: Hash| -> Result<Hash, ChainError> {
@@ -33,9 +36,14 @@ pub fn verify_chain(
             let (block, recorded) = get(height)
                 .map_err(ChainError::Read)?
                 .ok_or(ChainError::Missing { height })?;
-            let hash = verify_block(ctx.suite, &ctx.chain_id, &block, height, &prev, |id| {
-                ctx.node_key(id)
-            })
+            let hash = verify_block(
+                ctx.suite,
+                &ctx.chain_id,
+                &block,
+                height,
+                &prev,
+                &proposer_key,
+            )
             .map_err(|e| ChainError::Tampered {
                 height,
                 reason: e.to_string(),
@@ -146,11 +154,16 @@ mod tests {
     }
 
     fn verify(ctx: &ChainCtx, blocks: &[(Block, Hash)], head: &Head) -> Result<(), ChainError> {
-        verify_chain(ctx, head, |h| {
-            Ok(blocks
-                .get(h as usize - 1)
-                .map(|(b, x)| (b.clone(), Some(*x))))
-        })
+        verify_chain(
+            ctx,
+            head,
+            |id| ctx.node_key(id),
+            |h| {
+                Ok(blocks
+                    .get(h as usize - 1)
+                    .map(|(b, x)| (b.clone(), Some(*x))))
+            },
+        )
     }
 
     #[test]
@@ -214,9 +227,12 @@ mod tests {
             anchor_hash: blocks[3].1,
             ..head
         };
-        verify_chain(&ctx, &h, |x| {
-            Ok(partial[x as usize - 1].clone().map(|(b, y)| (b, Some(y))))
-        })
+        verify_chain(
+            &ctx,
+            &h,
+            |id| ctx.node_key(id),
+            |x| Ok(partial[x as usize - 1].clone().map(|(b, y)| (b, Some(y)))),
+        )
         .unwrap();
     }
 }
