@@ -19,9 +19,11 @@ pub struct Metrics {
     pub node_height: IntGaugeVec,
     pub node_peers: IntGaugeVec,
     pub node_in_sync: IntGaugeVec,
+    pub node_reachable: IntGaugeVec,
     pub node_polls: IntCounterVec,
     pub consortium_ready_members: IntGaugeVec,
     pub consortium_members: IntGaugeVec,
+    pub consortium_key_mismatches: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -83,6 +85,15 @@ impl Metrics {
             node_labels,
         )
         .unwrap();
+        // Set on every poll, success or not: the "node down" alert reads it.
+        let node_reachable = IntGaugeVec::new(
+            Opts::new(
+                "medledger_ledger_reachable",
+                "1 when the last gRPC Status poll of a ledger node succeeded",
+            ),
+            node_labels,
+        )
+        .unwrap();
         let node_polls = IntCounterVec::new(
             Opts::new(
                 "medledger_operator_node_polls_total",
@@ -107,6 +118,14 @@ impl Metrics {
             &["namespace", "consortium"],
         )
         .unwrap();
+        let consortium_key_mismatches = IntGaugeVec::new(
+            Opts::new(
+                "medledger_consortium_key_mismatches",
+                "Members whose local LedgerNode holds other keys than the Consortium lists",
+            ),
+            &["namespace", "consortium"],
+        )
+        .unwrap();
         for c in [
             Box::new(reconciliations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(failures.clone()),
@@ -114,9 +133,11 @@ impl Metrics {
             Box::new(node_height.clone()),
             Box::new(node_peers.clone()),
             Box::new(node_in_sync.clone()),
+            Box::new(node_reachable.clone()),
             Box::new(node_polls.clone()),
             Box::new(consortium_ready_members.clone()),
             Box::new(consortium_members.clone()),
+            Box::new(consortium_key_mismatches.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -128,9 +149,11 @@ impl Metrics {
             node_height,
             node_peers,
             node_in_sync,
+            node_reachable,
             node_polls,
             consortium_ready_members,
             consortium_members,
+            consortium_key_mismatches,
         }
     }
 
@@ -150,7 +173,12 @@ impl Metrics {
 
     /// Forgets the gauges of a deleted ledger node.
     pub fn forget_node(&self, namespace: &str, node: &str, member: &str, consortium: &str) {
-        for g in [&self.node_height, &self.node_peers, &self.node_in_sync] {
+        for g in [
+            &self.node_height,
+            &self.node_peers,
+            &self.node_in_sync,
+            &self.node_reachable,
+        ] {
             let _ = g.remove_label_values(&[namespace, node, member, consortium]);
         }
     }
@@ -194,9 +222,15 @@ mod tests {
         m.node_height
             .with_label_values(&["ns", "node-a", "hospital-a", "emr"])
             .set(42);
+        m.node_reachable
+            .with_label_values(&["ns", "node-a", "hospital-a", "emr"])
+            .set(0);
         m.consortium_ready_members
             .with_label_values(&["ns", "emr"])
             .set(2);
+        m.consortium_key_mismatches
+            .with_label_values(&["ns", "emr"])
+            .set(1);
         let text = m.render();
         assert!(
             text.contains(r#"medledger_operator_reconciliations_total{controller="ledgernode"} 1"#),
@@ -212,7 +246,15 @@ mod tests {
                 r#"medledger_consortium_ready_members{consortium="emr",namespace="ns"} 2"#
             )
         );
+        assert!(text.contains(r#"medledger_ledger_reachable{consortium="emr",ledgernode="node-a",member="hospital-a",namespace="ns"} 0"#));
+        assert!(
+            text.contains(
+                r#"medledger_consortium_key_mismatches{consortium="emr",namespace="ns"} 1"#
+            )
+        );
         m.forget_node("ns", "node-a", "hospital-a", "emr");
-        assert!(!m.render().contains("medledger_ledger_height{"));
+        let text = m.render();
+        assert!(!text.contains("medledger_ledger_height{"));
+        assert!(!text.contains("medledger_ledger_reachable{"));
     }
 }

@@ -53,7 +53,8 @@ pub struct Args {
     /// This replica's identity (Lease holder, event reporter).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
-    /// Seconds between gRPC Status polls of each node.
+    /// Seconds between gRPC Status polls of each node; 0 turns the polls off (for control
+    /// planes whose pods do not really run, such as kwok: every node would look unreachable).
     #[arg(long, default_value_t = 15)]
     pub poll_interval: u64,
 }
@@ -274,11 +275,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     }
-    let poller = tokio::spawn(controllers::poller::run(
-        ctx.clone(),
-        node_store,
-        Duration::from_secs(args.poll_interval),
-    ));
+    let poller = if args.poll_interval == 0 {
+        tracing::info!("node status polls are off (--poll-interval 0)");
+        tokio::spawn(futures::future::pending::<()>())
+    } else {
+        tokio::spawn(controllers::poller::run(
+            ctx.clone(),
+            node_store,
+            Duration::from_secs(args.poll_interval),
+        ))
+    };
 
     tokio::select! {
         _ = futures::future::join(nodes, consortia) => {}

@@ -125,6 +125,7 @@ pub async fn run(
             let polled = match &result {
                 Ok(resp) => {
                     ctx.metrics.node_polls.with_label_values(&["ok"]).inc();
+                    ctx.metrics.node_reachable.with_label_values(&labels).set(1);
                     ctx.metrics
                         .node_height
                         .with_label_values(&labels)
@@ -141,6 +142,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     ctx.metrics.node_polls.with_label_values(&["error"]).inc();
+                    ctx.metrics.node_reachable.with_label_values(&labels).set(0);
                     tracing::debug!(node = %key, error = %e, "status poll failed");
                     Err(())
                 }

@@ -277,6 +277,16 @@ async fn reconcile_consortium(c: &Consortium, ctx: &Context) -> Result<Action, E
         .consortium_ready_members
         .with_label_values(&[&ns, &name])
         .set(desired.ready_local_members.unwrap_or(0) as i64);
+    ctx.metrics
+        .consortium_key_mismatches
+        .with_label_values(&[&ns, &name])
+        .set(
+            desired
+                .members
+                .iter()
+                .filter(|m| m.state == MemberState::KeyMismatch)
+                .count() as i64,
+        );
     if c.status.as_ref() != Some(&desired) {
         let old_phase = c.status.as_ref().and_then(|s| s.phase);
         apply_status(
