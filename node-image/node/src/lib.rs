@@ -3,7 +3,9 @@
 
 pub mod admin;
 pub mod backfill;
+pub mod blob;
 pub mod cli;
+pub mod envelope;
 pub mod ledger;
 pub mod local;
 pub mod metrics;
