@@ -17,6 +17,9 @@ pub(super) fn base_url(backend: &'static str, url: &str) -> Result<String> {
 }
 
 pub(super) fn client(timeout: Duration) -> Result<reqwest::Client> {
+    // reqwest takes the process-wide rustls provider; ring is the one this binary is built
+    // with (the node's own TLS uses it too). Installing fails harmlessly once one is set.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))

@@ -40,7 +40,11 @@ pub async fn run(bin: &Path, args: &EmrBenchArgs) -> Result<Value> {
     c.wait_leader(Duration::from_secs(60)).await?;
     let out = measure(&c, args).await;
     c.stop_all();
-    out
+    let mut out = out?;
+    // The cipher beside openssl, after the nodes stopped so they do not compete for CPU.
+    let cipher = tokio::task::spawn_blocking(|| super::bench_cipher::aes_gcm_throughput(2)).await?;
+    out["cipher"] = serde_json::to_value(cipher)?;
+    Ok(out)
 }
 
 async fn measure(c: &LocalConsortium, args: &EmrBenchArgs) -> Result<Value> {

@@ -1,6 +1,7 @@
 //! The `medledger` command line.
 
 pub mod bench;
+pub mod bench_cipher;
 pub mod bench_emr;
 pub mod client;
 pub mod commands;
