@@ -16,5 +16,9 @@ if [ -x operator/check-crds.sh ]; then
   echo "== generated CRDs match the code"
   operator/check-crds.sh
 fi
-echo "== tests"
+echo "== e2e tools (pinned control plane, kwok, helm; built once, cached in ~/.cache/medledger)"
+start=$SECONDS
+bash e2e/tools.sh >/dev/null
+echo "e2e tools ready in $((SECONDS - start)) s"
+echo "== tests (unit, process-level, charts, and e2e against a real control plane)"
 cargo test --workspace

@@ -17,8 +17,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,6 +72,39 @@ impl GenerationFilter {
         let generation = obj.meta().generation.unwrap_or(0);
         self.0.lock().unwrap().insert(key, generation) != Some(generation)
     }
+}
+
+/// The main watch of a controller, with a flag raised once its initial list has been
+/// applied. kube-runtime's own readiness signal (`Store::wait_until_ready`) wakes only the
+/// latest of concurrent waiters, and the controller itself waits on it, so a second waiter
+/// can sleep forever (seen against a real API server): readiness is read from the stream.
+fn main_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    synced: Arc<AtomicBool>,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let events = watcher::watcher(api, config).inspect(move |e| {
+        if matches!(e, Ok(watcher::Event::InitDone)) {
+            synced.store(true, Ordering::Relaxed);
+        }
+    });
+    (
+        reader,
+        reflector::reflector(writer, events).applied_objects(),
+    )
 }
 
 type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
@@ -178,11 +211,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let ns = args.namespace.as_deref();
 
     // LedgerNode controller: owns its children, and wakes up when its Consortium changes.
-    let nodes = Controller::new(
+    let (nodes_synced, consortia_synced) = (Arc::default(), Arc::default());
+    let (node_store, node_watch) = main_watch(
         api::<DeserializeGuard<LedgerNode>>(&client, ns),
         watcher::Config::default().any_semantic(),
+        Arc::clone(&nodes_synced),
     );
-    let node_store = nodes.store();
+    let nodes = Controller::for_stream(node_watch, node_store.clone());
     let by_consortium = node_store.clone();
     let spec_changed = GenerationFilter::default();
     let nodes = nodes
@@ -226,12 +261,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // Consortium controller: owns the genesis ConfigMap and the PDB; member readiness follows
     // the LedgerNodes that serve it.
-    let consortia = Controller::new(
+    let (consortium_store, consortium_watch) = main_watch(
         api::<DeserializeGuard<Consortium>>(&client, ns),
         watcher::Config::default().any_semantic(),
+        Arc::clone(&consortia_synced),
     );
-    let consortium_store = consortia.store();
-    let consortia = consortia
+    let consortia = Controller::for_stream(consortium_watch, consortium_store)
         .owns(api::<ConfigMap>(&client, ns), managed())
         .owns(api::<PodDisruptionBudget>(&client, ns), managed())
         .watches(
@@ -264,15 +299,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         });
 
     {
-        let (ready, node_store, consortium_store) =
-            (ready.clone(), node_store.clone(), consortium_store.clone());
+        let ready = ready.clone();
         tokio::spawn(async move {
-            if node_store.wait_until_ready().await.is_ok()
-                && consortium_store.wait_until_ready().await.is_ok()
+            while !(nodes_synced.load(Ordering::Relaxed)
+                && consortia_synced.load(Ordering::Relaxed))
             {
-                tracing::info!("watches synced; ready");
-                ready.store(true, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            tracing::info!("watches synced; ready");
+            ready.store(true, Ordering::Relaxed);
         });
     }
     let poller = if args.poll_interval == 0 {

@@ -90,7 +90,7 @@ impl Context {
         let ev = Event {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            note: Some(truncate_note(note)),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -116,6 +116,21 @@ impl Context {
     pub fn succeeded(&self, key: &str) {
         self.failures.lock().unwrap().remove(key);
     }
+}
+
+/// The API server refuses an event whose note exceeds 1024 bytes (an error message can be
+/// longer): keep the start, which says what failed, and cut on a character boundary.
+pub fn truncate_note(mut note: String) -> String {
+    const MAX: usize = 1024;
+    if note.len() > MAX {
+        let mut end = MAX - '…'.len_utf8();
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push('…');
+    }
+    note
 }
 
 pub fn object_key<K: Resource>(obj: &K) -> String {
@@ -270,4 +285,17 @@ pub async fn report_invalid<K: Resource<DynamicType = ()>>(
     )
     .await;
     Action::await_change()
+}
+
+#[cfg(test)]
+mod note_tests {
+    use super::truncate_note;
+
+    #[test]
+    fn event_notes_fit_the_api_limit() {
+        assert_eq!(truncate_note("short".into()), "short");
+        let long = "é".repeat(800); // 1600 bytes
+        let cut = truncate_note(long);
+        assert!(cut.len() <= 1024 && cut.ends_with('…'), "{}", cut.len());
+    }
 }

@@ -56,8 +56,9 @@ use serde::{Deserialize, Serialize};
         .message("a policy asks for more approvals than there are founding members: set policies.memberAdmission and policies.validatorChange to at most the number of members")
         .field_path(".policies"),
     validation = Rule::new("self.members.all(m, self.members.exists_one(n, n.nodeKey == m.nodeKey))")
+        // No `FieldValueDuplicate` reason: the API server renders that reason as a bare
+        // "Duplicate value" and drops the message (seen against a real API server).
         .message("two members list the same nodeKey: every member's validator needs its own key; copy each nodeKey from that member's card")
-        .reason(Reason::FieldValueDuplicate)
         .field_path(".members")
 )]
 pub struct ConsortiumSpec {
@@ -298,8 +299,9 @@ pub enum ConsortiumPhase {
 pub struct MemberStatus {
     /// Member name, as in spec.members.
     pub name: String,
-    /// Raft node id derived from the node key.
-    pub node_id: u64,
+    /// Raft node id derived from the node key, in decimal. A string: ids use all 64 bits, and
+    /// the API server stores integers only up to 2^63 - 1.
+    pub node_id: String,
     /// `Ready`, `NotReady` or `KeyMismatch` for a member served by a LedgerNode in this
     /// namespace; `Remote` for a member run by another hospital (its health is in that
     /// hospital's cluster and in the ledger metrics).

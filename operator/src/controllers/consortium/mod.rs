@@ -121,7 +121,7 @@ pub fn member_states(
             };
             MemberStatus {
                 name: m.name.clone(),
-                node_id: m.node_id,
+                node_id: m.node_id.to_string(),
                 state,
                 ledger_node: node.map(|n| n.name_any()),
             }

@@ -79,11 +79,14 @@ fn members_are_ready_not_ready_mismatched_or_remote() {
         MemberState::KeyMismatch
     );
     assert_eq!(states(&[])[0].1, MemberState::Remote);
-    let ids: Vec<u64> = member_states(&c, &g, &[])
+    let ids: Vec<String> = member_states(&c, &g, &[])
         .iter()
-        .map(|m| m.node_id)
+        .map(|m| m.node_id.clone())
         .collect();
-    assert!(ids.iter().all(|id| *id != 0));
+    assert!(
+        ids.iter()
+            .all(|id| id.parse::<u64>().is_ok_and(|id| id != 0))
+    );
 }
 
 #[test]
