@@ -20,6 +20,24 @@ fn store(c: &LocalConsortium, name: &str) -> BlobBackend {
     .unwrap()
 }
 
+/// Asks for rec-1's key under req-1: the claim signed by `signer`, for `requester`.
+async fn release(
+    emr: &mut Emr,
+    signer: &SigningKey,
+    requester: &SigningKey,
+    at_ms: i64,
+) -> Result<medledger_api::pb::ReleaseKeyResponse, tonic::Status> {
+    let claim = key_request_claim(&emr.chain_id, "req-1", "rec-1", at_ms);
+    emr.emr
+        .release_key(ReleaseKeyRequest {
+            signature: signer.sign(&claim),
+            claim,
+            requester: requester.public(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
 async fn story_on(suite: Suite) {
     let c = consortium(
         3,
@@ -110,32 +128,10 @@ async fn keys_are_released_only_under_a_committed_grant() {
         "{e}"
     );
     // A stale or forged key request is refused before anything is written.
-    let claim = key_request_claim(&a.chain_id, "req-1", "rec-1", 1_000);
-    let e = a
-        .emr
-        .release_key(ReleaseKeyRequest {
-            signature: doctor.sign(&claim),
-            claim,
-            requester: doctor.public(),
-        })
-        .await
-        .unwrap_err();
+    let now = medledger::service::submit::now_ms();
+    let e = release(&mut a, &doctor, &doctor, 1_000).await.unwrap_err();
     assert!(e.message().contains("5 minutes"), "{}", e.message());
-    let claim = key_request_claim(
-        &a.chain_id,
-        "req-1",
-        "rec-1",
-        medledger::service::submit::now_ms(),
-    );
-    let e = a
-        .emr
-        .release_key(ReleaseKeyRequest {
-            signature: other_doctor.sign(&claim),
-            claim,
-            requester: doctor.public(),
-        })
-        .await
-        .unwrap_err();
+    let e = release(&mut a, &other_doctor, &doctor, now).await.unwrap_err();
     assert!(e.message().contains("signature"), "{}", e.message());
 
     // Granted: the right clinician reads and decrypts.
@@ -150,22 +146,9 @@ async fn keys_are_released_only_under_a_committed_grant() {
     );
 
     // A wrapped key is bound to its requester: another key cannot open it.
-    let claim = key_request_claim(
-        &a.chain_id,
-        "req-1",
-        "rec-1",
-        medledger::service::submit::now_ms(),
-    );
-    let r = a
-        .emr
-        .release_key(ReleaseKeyRequest {
-            signature: doctor.sign(&claim),
-            claim,
-            requester: doctor.public(),
-        })
+    let r = release(&mut a, &doctor, &doctor, medledger::service::submit::now_ms())
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let ctx = medledger::envelope::wrap_context("rec-1", "req-1");
     assert!(medledger::envelope::unwrap_with(&other_doctor, &r.wrapped_key, &ctx).is_err());
     assert!(medledger::envelope::unwrap_with(&doctor, &r.wrapped_key, &ctx).is_ok());
