@@ -15,7 +15,7 @@
 //! docs/storage.md gives the security argument.
 
 use aes_gcm::aead::consts::U12;
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, AesGcm};
 use hkdf::Hkdf;
 use medledger_api::crypto::{Hash, Suite};
@@ -37,9 +37,17 @@ const WRAP_INFO_X25519: &[u8] = b"medledger/v1/wrap/x25519-hkdf-sha256-aes256gcm
 const WRAP_INFO_SM2: &[u8] = b"medledger/v1/wrap/sm2-hkdf-sm3-sm4gcm";
 
 /// A per-record symmetric key: 32 random bytes, wiped from memory when dropped.
-/// `Debug` never shows it.
-#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+/// `Debug` never shows it; `==` runs in constant time.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct DataKey([u8; DATA_KEY_LEN]);
+
+impl PartialEq for DataKey {
+    fn eq(&self, other: &Self) -> bool {
+        subtle::ConstantTimeEq::ct_eq(&self.0[..], &other.0[..]).into()
+    }
+}
+
+impl Eq for DataKey {}
 
 impl DataKey {
     /// A fresh key from the operating system's random generator.
@@ -120,6 +128,15 @@ pub fn wrap_context(record_id: &str, grant_id: &str) -> Vec<u8> {
         out.extend_from_slice(&(part.len() as u64).to_be_bytes());
         out.extend_from_slice(part);
     }
+    out
+}
+
+/// The context of the custodian's own copy of a record's data key (wrapped to its node key
+/// when the record is put); distinct from every key-release context.
+pub fn custody_context(record_id: &str) -> Vec<u8> {
+    let mut out = b"medledger/v1/custody".to_vec();
+    out.extend_from_slice(&(record_id.len() as u64).to_be_bytes());
+    out.extend_from_slice(record_id.as_bytes());
     out
 }
 
@@ -212,17 +229,26 @@ pub(crate) fn seal_with_nonce(
     aad: &[u8],
 ) -> Result<Vec<u8>> {
     let header = [FORMAT_VERSION, suite_id(suite)];
-    let ct = aead_seal(
-        suite,
-        &record_key(suite, key),
-        nonce,
-        plaintext,
-        &header_aad(&header, aad),
-    )?;
-    let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + ct.len());
+    // One allocation, encrypted in place: records are up to megabytes.
+    let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + plaintext.len() + TAG_LEN);
     out.extend_from_slice(&header);
     out.extend_from_slice(nonce);
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(plaintext);
+    let body = &mut out[HEADER_LEN + NONCE_LEN..];
+    let key = record_key(suite, key);
+    let aad = header_aad(&header, aad);
+    let nonce = &aes_gcm::Nonce::from(*nonce);
+    let tag = match suite {
+        Suite::Ed25519 => {
+            Aes256Gcm::new_from_slice(&key).map(|c| c.encrypt_in_place_detached(nonce, &aad, body))
+        }
+        Suite::Sm => {
+            Sm4Gcm::new_from_slice(&key).map(|c| c.encrypt_in_place_detached(nonce, &aad, body))
+        }
+    }
+    .map_err(|_| EnvelopeError::Encrypt("bad key length"))?
+    .map_err(|_| EnvelopeError::Encrypt("plaintext too long for GCM"))?;
+    out.extend_from_slice(&tag);
     Ok(out)
 }
 
@@ -282,6 +308,21 @@ pub fn unwrap_with(key: &SigningKey, wrapped: &[u8], context: &[u8]) -> Result<D
             key
         }
     }
+}
+
+/// Key release in one step: opens the custodian's copy (`held`, wrapped to `custodian`
+/// under `held_context`) and wraps the data key to `recipient_public` under
+/// `release_context`. The plaintext key exists only inside this call.
+pub fn rewrap(
+    custodian: &SigningKey,
+    held: &[u8],
+    held_context: &[u8],
+    recipient_suite: Suite,
+    recipient_public: &[u8],
+    release_context: &[u8],
+) -> Result<Vec<u8>> {
+    let key = unwrap_with(custodian, held, held_context)?;
+    wrap_for(recipient_suite, recipient_public, &key, release_context)
 }
 
 mod wrap;
