@@ -38,12 +38,6 @@ pub fn key_request_claim(chain_id: &str, request_id: &str, record_id: &str, at_m
     .encode_to_vec()
 }
 
-/// Context a wrapped data key is bound to, so it cannot be presented for another record or
-/// another grant.
-pub fn wrap_context(chain_id: &str, record_id: &str, purpose: &str) -> Vec<u8> {
-    format!("medledger/v1 {chain_id} {record_id} {purpose}").into_bytes()
-}
-
 /// Identifiers chosen by clients (records, requests, proposals): 1 to 128 characters from
 /// letters, digits, '.', '_' and '-'.
 pub fn valid_id(id: &str) -> bool {

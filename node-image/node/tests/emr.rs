@@ -131,7 +131,9 @@ async fn keys_are_released_only_under_a_committed_grant() {
     let now = medledger::service::submit::now_ms();
     let e = release(&mut a, &doctor, &doctor, 1_000).await.unwrap_err();
     assert!(e.message().contains("5 minutes"), "{}", e.message());
-    let e = release(&mut a, &other_doctor, &doctor, now).await.unwrap_err();
+    let e = release(&mut a, &other_doctor, &doctor, now)
+        .await
+        .unwrap_err();
     assert!(e.message().contains("signature"), "{}", e.message());
 
     // Granted: the right clinician reads and decrypts.
@@ -146,9 +148,14 @@ async fn keys_are_released_only_under_a_committed_grant() {
     );
 
     // A wrapped key is bound to its requester: another key cannot open it.
-    let r = release(&mut a, &doctor, &doctor, medledger::service::submit::now_ms())
-        .await
-        .unwrap();
+    let r = release(
+        &mut a,
+        &doctor,
+        &doctor,
+        medledger::service::submit::now_ms(),
+    )
+    .await
+    .unwrap();
     let ctx = medledger::envelope::wrap_context("rec-1", "req-1");
     assert!(medledger::envelope::unwrap_with(&other_doctor, &r.wrapped_key, &ctx).is_err());
     assert!(medledger::envelope::unwrap_with(&doctor, &r.wrapped_key, &ctx).is_ok());

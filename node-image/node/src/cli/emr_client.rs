@@ -5,7 +5,6 @@ use super::client::{channel, next_nonce, submit};
 use crate::blob::{BlobBackend, BlobStore};
 use crate::envelope::{self, DataKey};
 use crate::metrics::code_name;
-use crate::service::emr_api::custody_context;
 use anyhow::{Result, anyhow, bail};
 use medledger_api::crypto::Suite;
 use medledger_api::emr::{key_request_claim, pseudonym, record_claim};
@@ -159,7 +158,7 @@ impl Emr {
             Suite::Ed25519,
             &node_key,
             &data_key,
-            &custody_context(record_id),
+            &envelope::custody_context(record_id),
         )?;
         let mut rec = RegisterRecord {
             record_id: record_id.into(),

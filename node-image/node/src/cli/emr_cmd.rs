@@ -38,17 +38,41 @@ pub fn parse_blob(s: &str) -> Result<BlobConfig> {
         .split_once(':')
         .context("--blob takes dir:PATH, kubo:URL or cluster:URL,KUBO_URL")?;
     let json = match kind {
-        "dir" => serde_json::json!({"local": {"dir": rest}}),
-        "kubo" => serde_json::json!({"kubo": {"url": rest}}),
+        "dir" => serde_json::json!({"backend": "local", "dir": rest}),
+        "kubo" => serde_json::json!({"backend": "kubo", "url": rest}),
         "cluster" => {
             let (url, kubo) = rest
                 .split_once(',')
                 .context("cluster:URL,KUBO_URL needs both addresses")?;
-            serde_json::json!({"cluster": {"url": url, "kuboUrl": kubo}})
+            serde_json::json!({"backend": "cluster", "url": url, "kuboUrl": kubo})
         }
         other => bail!("unknown blob store {other:?}: use dir:, kubo: or cluster:"),
     };
     serde_json::from_value(json).context("invalid --blob")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_shorthands_parse_into_backend_configs() {
+        assert!(matches!(
+            parse_blob("dir:/tmp/b").unwrap(),
+            BlobConfig::Local { .. }
+        ));
+        assert!(matches!(
+            parse_blob("kubo:http://127.0.0.1:5001").unwrap(),
+            BlobConfig::Kubo { .. }
+        ));
+        assert!(matches!(
+            parse_blob("cluster:http://127.0.0.1:9094,http://127.0.0.1:5001").unwrap(),
+            BlobConfig::Cluster { .. }
+        ));
+        for bad in ["nowhere", "s3:bucket", "cluster:http://only-one"] {
+            assert!(parse_blob(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 #[derive(Subcommand)]

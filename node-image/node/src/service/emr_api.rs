@@ -31,11 +31,6 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
-/// The context a record's data key is wrapped under for its custodian node.
-pub fn custody_context(record_id: &str) -> Vec<u8> {
-    envelope::wrap_context(record_id, "custody")
-}
-
 pub fn record_info(r: &records::RecordRec) -> RecordInfo {
     RecordInfo {
         record_id: r.record_id.clone(),
@@ -163,24 +158,20 @@ impl Shared {
                 .ok_or_else(|| Status::internal("released record missing from state"))?
         };
         let node_key = SigningKey::Ed25519(self.node_key.clone());
-        let data_key = envelope::unwrap_with(
+        let wrapped = envelope::rewrap(
             &node_key,
             &record.custody_key,
-            &custody_context(&record.record_id),
+            &envelope::custody_context(&record.record_id),
+            ctx.suite,
+            &req.requester,
+            &envelope::wrap_context(&record.record_id, &claim.request_id),
         )
         .map_err(|e| {
             Status::data_loss(format!(
-                "the custody key of record {} does not open with this node's key: {e}",
+                "cannot re-wrap the data key of record {} to the requester: {e}",
                 record.record_id
             ))
         })?;
-        let wrapped = envelope::wrap_for(
-            ctx.suite,
-            &req.requester,
-            &data_key,
-            &envelope::wrap_context(&record.record_id, &claim.request_id),
-        )
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.metrics.keys_released.inc();
         Ok(ReleaseKeyResponse {
             wrapped_key: wrapped,
