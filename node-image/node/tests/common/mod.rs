@@ -20,6 +20,14 @@ pub async fn consortium(n: usize, opts: Options) -> LocalConsortium {
     let mut c = LocalConsortium::create(&bin(), n, &opts).expect("create consortium");
     c.start_all().expect("start nodes");
     c.wait_leader(WAIT).await.expect("leader");
+    // Every node answers before a test talks to it (a leader needs only a majority up).
+    let deadline = std::time::Instant::now() + WAIT;
+    for i in 0..n {
+        while c.status(i).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "node {i} never answered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     c
 }
 
