@@ -24,7 +24,10 @@ pub async fn consortium(n: usize, opts: Options) -> LocalConsortium {
     let deadline = std::time::Instant::now() + WAIT;
     for i in 0..n {
         while c.status(i).await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "node {i} never answered");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {i} never answered"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
