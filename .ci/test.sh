@@ -8,6 +8,11 @@ if command -v rustup >/dev/null; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
 
+# A one-off CI build gains nothing from incremental caches, which would take many GB of disk.
+if [ "${CI:-}" = "true" ]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 echo "== format"
 cargo fmt --all --check
 echo "== lint"
