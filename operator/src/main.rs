@@ -4,6 +4,11 @@
 use anyhow::Context as _;
 use clap::Parser;
 
+/// jemalloc hands freed pages back after a few seconds: the operator's memory follows its
+/// live objects rather than the peak of a burst of watch events.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     let args = medledger_operator::runtime::Args::parse();

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -58,6 +58,11 @@ pub struct Args {
     #[arg(long, default_value_t = 15)]
     pub poll_interval: u64,
 }
+
+/// Reconciles run at once per controller. Unbounded, a burst (100 hospitals founding a
+/// consortium) decodes every Consortium and derives every genesis at the same time: the
+/// memory peak doubled and the API server, on the same cores in small clusters, slowed down.
+const RECONCILE_CONCURRENCY: u16 = 8;
 
 /// Remembers the last generation seen per object, to react to spec changes only.
 #[derive(Default)]
@@ -217,7 +222,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         watcher::Config::default().any_semantic(),
         Arc::clone(&nodes_synced),
     );
-    let nodes = Controller::for_stream(node_watch, node_store.clone());
+    let nodes = Controller::for_stream(node_watch, node_store.clone())
+        .with_config(kube::runtime::Config::default().concurrency(RECONCILE_CONCURRENCY));
     let by_consortium = node_store.clone();
     let spec_changed = GenerationFilter::default();
     let nodes = nodes
@@ -225,10 +231,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .owns(api::<Service>(&client, ns), managed())
         .owns(api::<ConfigMap>(&client, ns), managed())
         .owns(api::<NetworkPolicy>(&client, ns), managed())
-        .watches(
-            api::<DeserializeGuard<Consortium>>(&client, ns),
-            watcher::Config::default().any_semantic(),
-            move |c| {
+        // Metadata only: the mapper reads nothing but the generation, and a Consortium of
+        // 100 members is tens of kilobytes to decode on every event.
+        .watches_stream(
+            watcher::watcher(
+                api::<PartialObjectMeta<Consortium>>(&client, ns),
+                watcher::Config::default().any_semantic(),
+            )
+            .touched_objects(),
+            move |c: PartialObjectMeta<Consortium>| {
                 // Only spec changes matter to nodes: a Consortium's status follows its nodes,
                 // and reacting to it would wake every node whenever any node changes.
                 if !spec_changed.first_sight_of_generation(&c) {
@@ -286,7 +297,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )
         .graceful_shutdown_on(shutdown.clone())
         // Coalesce bursts (many nodes changing at once) into one reconcile.
-        .with_config(kube::runtime::Config::default().debounce(Duration::from_secs(1)))
+        .with_config(
+            kube::runtime::Config::default()
+                .debounce(Duration::from_secs(1))
+                .concurrency(RECONCILE_CONCURRENCY),
+        )
         .run(
             controllers::consortium::reconcile,
             controllers::consortium::error_policy,
