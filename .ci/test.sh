@@ -27,3 +27,9 @@ bash e2e/tools.sh >/dev/null
 echo "e2e tools ready in $((SECONDS - start)) s"
 echo "== tests (unit, process-level, charts, and e2e against a real control plane)"
 cargo test --workspace
+# The scale benchmark (figures printed, never asserted): 100 hospitals in one control plane,
+# then 5 minutes of steady state. CI runs it; locally, set MEDLEDGER_SCALE_BENCH=1.
+if [ "${CI:-}" = "true" ] || [ "${MEDLEDGER_SCALE_BENCH:-}" = "1" ]; then
+  echo "== scale benchmark (e2e/bench)"
+  e2e/bench --hospitals 100
+fi
