@@ -61,7 +61,17 @@ pub struct LocalNode {
     pub member: String,
     pub api: String,
     pub admin_key: PathBuf,
+    node_key: PathBuf,
     _child: ChildGuard,
+}
+
+/// The key files are copies of a hospital's secrets: they do not outlive the test (the logs
+/// and the store stay for diagnosis).
+impl Drop for LocalNode {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.admin_key);
+        let _ = std::fs::remove_file(&self.node_key);
+    }
 }
 
 /// Starts one `medledger node` per rendered config, all on loopback, peers mapped to each
@@ -114,6 +124,7 @@ pub fn start(bin: &Path, dir: &Path, nodes: &[Rendered]) -> anyhow::Result<Vec<L
             member: n.member.clone(),
             api: format!("http://127.0.0.1:{api}"),
             admin_key,
+            node_key: config.node_key_file.clone(),
             _child: ChildGuard(child),
         });
     }
