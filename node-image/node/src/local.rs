@@ -374,17 +374,21 @@ impl LocalConsortium {
             if !n.is_running() {
                 continue;
             }
-            let mut client = self.client(i).await?;
-            let mut stream = client
-                .stream_blocks(StreamBlocksRequest {
-                    from_height: 1,
-                    follow: false,
-                })
-                .await?
-                .into_inner();
+            // A node that just installed a snapshot answers "retry" for blocks it is still
+            // back-filling; give it a bounded while to close the gap.
+            let mut tries = 0;
+            let blocks = loop {
+                match self.read_chain(i).await {
+                    Ok(b) => break b,
+                    Err(s) if s.code() == tonic::Code::Unavailable && tries < 100 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(s) => bail!("{}: cannot read its chain: {}", n.name, s.message()),
+                }
+            };
             let mut hashes = Vec::new();
-            while let Some(b) = stream.next().await {
-                let b = b?;
+            for b in blocks {
                 if chains.is_empty() {
                     let block = b.block.clone().unwrap_or_default();
                     for (raw, r) in block.txs.iter().zip(&block.results) {
@@ -401,6 +405,28 @@ impl LocalConsortium {
         }
         let height = chains.first().map_or(0, |c| c.len() as u64);
         Ok((chains.iter().all(|h| *h == chains[0]), accepted, height))
+    }
+
+    async fn read_chain(
+        &self,
+        i: usize,
+    ) -> Result<Vec<medledger_api::pb::GetBlockResponse>, tonic::Status> {
+        let mut client = self
+            .client(i)
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut stream = client
+            .stream_blocks(StreamBlocksRequest {
+                from_height: 1,
+                follow: false,
+            })
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(b) = stream.next().await {
+            out.push(b?);
+        }
+        Ok(out)
     }
 
     /// POSTs to a node's admin port (fault injection) or GETs a path; returns the body.
