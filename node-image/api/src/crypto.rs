@@ -60,9 +60,7 @@ impl Suite {
     pub fn check_public_key(self, public: &[u8]) -> Result<(), CryptoError> {
         match self {
             Suite::Ed25519 => {
-                let arr: [u8; 32] = public.try_into().map_err(|_| CryptoError::BadPublicKey)?;
-                ed25519_dalek::VerifyingKey::from_bytes(&arr)
-                    .map_err(|_| CryptoError::BadPublicKey)?;
+                ed25519_key(public)?;
             }
             Suite::Sm => {
                 sm2::dsa::VerifyingKey::from_sec1_bytes(SM2_DISTID, public)
@@ -106,12 +104,36 @@ impl std::fmt::Display for Suite {
 }
 
 pub fn verify_ed25519(public: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), CryptoError> {
-    let arr: [u8; 32] = public.try_into().map_err(|_| CryptoError::BadPublicKey)?;
-    let vk =
-        ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| CryptoError::BadPublicKey)?;
+    let vk = ed25519_key(public)?;
     let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|_| CryptoError::BadSignature)?;
     vk.verify_strict(msg, &sig)
         .map_err(|_| CryptoError::BadSignature)
+}
+
+/// Decoded Ed25519 public keys, by their bytes. Decompressing a key point costs about as much
+/// as half a signature check, and the same few signers sign most transactions, each checked
+/// at ingress and again by every node when its block is applied.
+static ED25519_KEYS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<[u8; 32], ed25519_dalek::VerifyingKey>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Keys remembered at most; the cache starts over when full (a few MB).
+const ED25519_KEYS_MAX: usize = 1 << 16;
+
+/// An Ed25519 public key decoded from its 32 bytes (a valid curve point), cached.
+pub fn ed25519_key(public: &[u8]) -> Result<ed25519_dalek::VerifyingKey, CryptoError> {
+    let arr: [u8; 32] = public.try_into().map_err(|_| CryptoError::BadPublicKey)?;
+    if let Some(k) = ED25519_KEYS.lock().map(|m| m.get(&arr).copied()).ok().flatten() {
+        return Ok(k);
+    }
+    let k = ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| CryptoError::BadPublicKey)?;
+    if let Ok(mut m) = ED25519_KEYS.lock() {
+        if m.len() >= ED25519_KEYS_MAX {
+            m.clear();
+        }
+        m.insert(arr, k);
+    }
+    Ok(k)
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -135,6 +135,14 @@ impl LocalConsortium {
         Ok(c)
     }
 
+    /// Keeps the data directory (logs, stores) after the consortium is dropped, so a failure
+    /// can be investigated; the path is printed in the error that asks for it.
+    pub fn keep_dir(&mut self) {
+        if let Some(tmp) = self._tmp.take() {
+            let _ = tmp.keep();
+        }
+    }
+
     pub fn create_in(bin: &Path, dir: &Path, n: usize, opts: &Options) -> Result<LocalConsortium> {
         let mut members = Vec::new();
         let mut admin_keys = Vec::new();

@@ -7,6 +7,12 @@ use medledger::cli::{bench, bench_emr, commands, demo, emr_cmd};
 use medledger_api::crypto::Suite;
 use std::path::PathBuf;
 
+/// jemalloc: the node allocates and frees many small buffers per transaction (gRPC frames,
+/// decoded transactions, store pages) from several threads, where glibc's allocator spent a
+/// tenth of the CPU under load.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "medledger",

@@ -4,7 +4,7 @@
 use super::client::{connect, submit};
 use super::etcd::{EtcdCluster, put};
 use crate::local::{LocalConsortium, Options};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use medledger_api::crypto::Suite;
 use medledger_api::keys::SigningKey;
 use medledger_api::pb::{Put, RegisterParticipant, tx_body::Op};
@@ -212,9 +212,10 @@ pub async fn run(bin: &Path, args: &BenchArgs) -> Result<serde_json::Value> {
     );
     let load = ledger_load(&url, args.connections, work).await?;
     let final_height = c.status(leader).await.map(|s| s.height).unwrap_or(0);
-    c.wait_height(final_height, Duration::from_secs(120))
-        .await
-        .context("nodes did not converge after the load")?;
+    if let Err(e) = c.wait_height(final_height, Duration::from_secs(120)).await {
+        c.keep_dir();
+        return Err(e.context("nodes did not converge after the load"));
+    }
     let (hashes_agree, accepted, height) = c.verify_chains().await?;
     let lost = load
         .acked

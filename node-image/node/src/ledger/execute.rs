@@ -120,9 +120,7 @@ fn verify_signatures(suite: Suite, checked: &[Checked]) -> Vec<bool> {
         let mut keys = Vec::new();
         for (i, c) in checked.iter().enumerate() {
             if let Checked::Ok { body, tx } = c {
-                let key = <[u8; 32]>::try_from(body.signer.as_slice())
-                    .ok()
-                    .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok());
+                let key = medledger_api::crypto::ed25519_key(&body.signer).ok();
                 let sig = ed25519_dalek::Signature::from_slice(&tx.signature).ok();
                 if let (Some(k), Some(s)) = (key, sig) {
                     idx.push(i);

@@ -74,7 +74,8 @@ async fn run(
     max_batch: usize,
     mut rx: mpsc::Receiver<Pending>,
 ) {
-    let slots = Arc::new(Semaphore::new(PIPELINE));
+    let pipeline = std::env::var("MEDLEDGER_PIPELINE").ok().and_then(|v| v.parse().ok()).unwrap_or(PIPELINE);
+    let slots = Arc::new(Semaphore::new(pipeline));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;

@@ -35,6 +35,8 @@ pub enum StoreError {
     Db(Box<redb::Error>),
     #[error("stored data cannot be decoded ({0}); the data directory is damaged")]
     Codec(String),
+    #[error("the Raft log could not be written ({0}); check the data volume, then restart the node")]
+    LogWrite(String),
 }
 
 macro_rules! from_redb {
@@ -340,21 +342,21 @@ pub(crate) fn write_tx_index(
             .get(*i as usize)
             .map(|r| r.code == 0)
             .unwrap_or(false);
-        let existing = index.get(id.as_slice())?.map(|v| v.value());
-        let keep_existing = match existing {
-            None => false,
-            Some((h, j)) => {
-                let blocks = txn.open_table(BLOCKS)?;
-                let prev_ok = blocks
-                    .get(h)?
-                    .and_then(|b| Block::decode(b.value()).ok())
-                    .and_then(|b| b.results.get(j as usize).map(|r| r.code == 0))
-                    .unwrap_or(false);
-                prev_ok || !ok
+        // One tree walk in the common case (a new id): insert, and put the old location
+        // back in the rare case of a replay.
+        let existing = index
+            .insert(id.as_slice(), (height, *i))?
+            .map(|v| v.value());
+        if let Some((h, j)) = existing {
+            let blocks = txn.open_table(BLOCKS)?;
+            let prev_ok = blocks
+                .get(h)?
+                .and_then(|b| Block::decode(b.value()).ok())
+                .and_then(|b| b.results.get(j as usize).map(|r| r.code == 0))
+                .unwrap_or(false);
+            if prev_ok || !ok {
+                index.insert(id.as_slice(), (h, j))?;
             }
-        };
-        if !keep_existing {
-            index.insert(id.as_slice(), (height, *i))?;
         }
     }
     Ok(())
