@@ -109,6 +109,7 @@ fn write_chunk(
     chunk: Vec<(medledger_api::pb::Block, Hash)>,
     anchor: u64,
 ) -> Result<Head, StoreError> {
+    let _writer = node.store.writer();
     let mut w = node.store.db.begin_write()?;
     w.set_durability(Durability::Immediate);
     let mut last = 0;
@@ -133,9 +134,12 @@ fn write_chunk(
         write_tx_index(&w, block, height, &ids)?;
         last = height;
     }
-    let mut head = read_head(&w)?;
-    head.contiguous = if last >= anchor { head.height } else { last };
-    put_head(&w, &head)?;
+    // The file's head and the head including blocks still in memory both move.
+    let mut stored = read_head(&w)?;
+    stored.contiguous = if last >= anchor { stored.height } else { last };
+    put_head(&w, &stored)?;
     w.commit()?;
-    Ok(head)
+    let mut p = node.store.pending();
+    p.head.contiguous = if last >= anchor { p.head.height } else { last };
+    Ok(p.head)
 }

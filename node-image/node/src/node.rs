@@ -305,6 +305,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     tokio::spawn(update_gauges(shared.clone(), stop_rx.clone()));
+    tokio::spawn(flush_applied(store.clone(), stop_rx.clone()));
     tokio::spawn(crate::membership::follow(
         shared.clone(),
         allowed.clone(),
@@ -334,6 +335,22 @@ pub async fn run(
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), servers).await;
     Ok(())
+}
+
+/// Writes applied blocks out when the chain goes quiet (under load, applying does it).
+async fn flush_applied(store: Store, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if store.flush_due()
+            && let Err(e) = tokio::task::block_in_place(|| store.flush())
+        {
+            tracing::error!(error = %e, "could not write applied blocks; retrying");
+        }
+    }
 }
 
 /// Keeps the gauges current from Raft's metrics and the chain head.

@@ -98,26 +98,28 @@ impl Shared {
         // registration or nonce the client was already told is committed.
         let checked = if leader == Some(self.me) {
             let view = self.store.read().map_err(internal)?;
-            // Idempotent: a transaction already on chain answers with where it committed.
-            if let Some(found) = self.committed_result(&view, &id)? {
-                return Ok(found);
-            }
-            precheck(ctx, &view, &raw).and_then(|(_, body)| {
-                let last = view.try_nonce(&body.signer).map_err(|e| TxResult {
-                    code: ResultCode::Invalid as i32,
-                    reason: e.to_string(),
-                })?;
-                if body.nonce <= last {
-                    return Err(TxResult {
-                        code: ResultCode::ReplayedNonce as i32,
-                        reason: format!(
-                            "nonce {} is not above the signer's last committed nonce {last}",
-                            body.nonce
-                        ),
-                    });
+            match precheck(ctx, &view, &raw) {
+                Err(r) => Err(r),
+                Ok((_, body)) => {
+                    let last = view.try_nonce(&body.signer).map_err(internal)?;
+                    if body.nonce > last {
+                        Ok(())
+                    } else if let Some(found) = self.committed_result(&view, &id)? {
+                        // Idempotent: a transaction already on chain answers with where it
+                        // committed. Only a nonce at or below the signer's last can belong
+                        // to one, so only then is the index consulted.
+                        return Ok(found);
+                    } else {
+                        Err(TxResult {
+                            code: ResultCode::ReplayedNonce as i32,
+                            reason: format!(
+                                "nonce {} is not above the signer's last committed nonce {last}",
+                                body.nonce
+                            ),
+                        })
+                    }
                 }
-                Ok(())
-            })
+            }
         } else {
             precheck_stateless(ctx, &raw).map(|_| ())
         };

@@ -2,9 +2,14 @@
 //! state and the current snapshot, so a block and the state it produced commit atomically.
 
 pub mod log;
+mod pending;
 pub mod state_machine;
 
 use crate::ledger::execute::{Changes, MEMBER_ROLE, StateRead};
+use crate::raft::{Node, NodeId};
+use openraft::{LogId, StoredMembership};
+use pending::{Layers, Pending};
+use std::sync::{Mutex, MutexGuard};
 use medledger_api::crypto::Hash;
 use medledger_api::pb::Block;
 use prost::Message;
@@ -28,6 +33,8 @@ pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 
 pub(crate) const META_HEAD: &str = "head";
+pub(crate) const META_APPLIED: &str = "sm_applied";
+pub(crate) const META_MEMBERSHIP: &str = "sm_membership";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -90,13 +97,22 @@ impl Head {
 
 /// Two redb files: the Raft log (vote, entries) and the ledger (blocks, state, snapshot).
 /// Each has a single writer, so keeping them apart lets log appends and block applies
-/// fsync in parallel instead of queueing behind each other.
+/// fsync in parallel instead of queueing behind each other. Applied blocks not yet written
+/// to the ledger file wait in `pending` (see `pending.rs`).
 #[derive(Clone)]
 pub struct Store {
     pub(crate) db: Arc<Database>,
     pub(crate) log_db: Arc<Database>,
     genesis_hash: Hash,
+    pending: Arc<Mutex<Pending>>,
+    /// Held by whoever writes the ledger file, so that writes land in order.
+    writer: Arc<Mutex<()>>,
 }
+
+/// Pending layers are written once there are this many...
+const FLUSH_LAYERS: usize = 16;
+/// ...or once the oldest is this old.
+const FLUSH_AGE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Store {
     pub fn open(dir: &Path, genesis_hash: Hash) -> Result<Store, StoreError> {
@@ -127,11 +143,46 @@ impl Store {
             }
         }
         txn.commit()?;
+        let pending = {
+            let r = db.begin_read()?;
+            let meta = r.open_table(META)?;
+            Pending {
+                layers: Arc::default(),
+                head: get_meta(&meta, META_HEAD)?
+                    .ok_or_else(|| StoreError::Codec("missing head".into()))?,
+                applied: get_meta::<Option<LogId<NodeId>>>(&meta, META_APPLIED)?.flatten(),
+                membership: get_meta(&meta, META_MEMBERSHIP)?.unwrap_or_default(),
+                since: None,
+            }
+        };
         Ok(Store {
             db: Arc::new(db),
             log_db: Arc::new(log_db),
             genesis_hash,
+            pending: Arc::new(Mutex::new(pending)),
+            writer: Arc::default(),
         })
+    }
+
+    pub(crate) fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().expect("pending blocks lock")
+    }
+
+    /// Serializes writers of the ledger file.
+    pub(crate) fn writer(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().expect("ledger writer lock")
+    }
+
+    /// Raft's last applied log id and membership, including blocks not yet written.
+    pub(crate) fn applied(&self) -> (Option<LogId<NodeId>>, StoredMembership<NodeId, Node>) {
+        let p = self.pending();
+        (p.applied, p.membership.clone())
+    }
+
+    /// Whether the pending blocks are due to be written.
+    pub(crate) fn flush_due(&self) -> bool {
+        let p = self.pending();
+        p.layers.len() >= FLUSH_LAYERS || p.since.is_some_and(|t| t.elapsed() >= FLUSH_AGE)
     }
 
     pub fn genesis_hash(&self) -> Hash {
@@ -139,20 +190,47 @@ impl Store {
     }
 
     pub fn read(&self) -> Result<ReadView, StoreError> {
+        // Layers first, the file after: a layer is dropped only once the file holds it.
+        let (layers, head) = {
+            let p = self.pending();
+            (Layers(p.layers.clone()), p.head)
+        };
         Ok(ReadView {
             txn: self.db.begin_read()?,
+            layers,
+            head,
         })
     }
 
     pub fn head(&self) -> Result<Head, StoreError> {
-        self.read()?.head()
+        Ok(self.pending().head)
     }
 
-    /// Makes every commit so far durable (state-machine commits are not fsynced one by one).
+    /// Writes every applied block still in memory to the ledger file, durably.
     pub fn flush(&self) -> Result<(), StoreError> {
+        let _w = self.writer();
+        self.flush_locked()
+    }
+
+    /// `flush` for a caller that holds the writer lock.
+    pub(crate) fn flush_locked(&self) -> Result<(), StoreError> {
+        let (layers, head, applied, membership) = {
+            let p = self.pending();
+            (p.layers.clone(), p.head, p.applied, p.membership.clone())
+        };
         let mut w = self.db.begin_write()?;
         w.set_durability(redb::Durability::Immediate);
+        for l in layers.iter() {
+            write_block(&w, &l.block, &l.hash, &l.changes)?;
+        }
+        put_head(&w, &head)?;
+        {
+            let mut meta = w.open_table(META)?;
+            meta.insert(META_APPLIED, encode(&applied).as_slice())?;
+            meta.insert(META_MEMBERSHIP, encode(&membership).as_slice())?;
+        }
         w.commit()?;
+        self.pending().drop_written(layers.len());
         Ok(())
     }
 
@@ -160,6 +238,8 @@ impl Store {
     /// for forensics tooling; a node never calls it.
     #[doc(hidden)]
     pub fn raw_put_block(&self, height: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.flush()?;
+        let _w = self.writer();
         let w = self.db.begin_write()?;
         w.open_table(BLOCKS)?.insert(height, bytes)?;
         w.commit()?;
@@ -177,18 +257,23 @@ pub(crate) fn get_meta<T: DeserializeOwned>(
     }
 }
 
-/// A consistent read-only view of the store.
+/// A consistent read-only view of the store: the ledger file with the applied blocks not yet
+/// written over it.
 pub struct ReadView {
     txn: ReadTransaction,
+    layers: Layers,
+    head: Head,
 }
 
 impl ReadView {
     pub fn head(&self) -> Result<Head, StoreError> {
-        let meta = self.txn.open_table(META)?;
-        get_meta(&meta, META_HEAD)?.ok_or_else(|| StoreError::Codec("missing head".into()))
+        Ok(self.head)
     }
 
     pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        if let Some(l) = self.layers.block(height) {
+            return Ok(Some(l.block.clone()));
+        }
         let t = self.txn.open_table(BLOCKS)?;
         match t.get(height)? {
             Some(v) => Block::decode(v.value())
@@ -199,31 +284,69 @@ impl ReadView {
     }
 
     pub fn block_hash(&self, height: u64) -> Result<Option<Hash>, StoreError> {
+        if let Some(l) = self.layers.block(height) {
+            return Ok(Some(l.hash));
+        }
         let t = self.txn.open_table(BLOCK_HASHES)?;
         Ok(t.get(height)?.and_then(|v| v.value().try_into().ok()))
     }
 
+    /// Where a transaction is indexed: its first accepted copy, else its first copy.
     pub fn tx_location(&self, id: &[u8]) -> Result<Option<(u64, u32)>, StoreError> {
         let t = self.txn.open_table(TX_INDEX)?;
-        Ok(t.get(id)?.map(|v| v.value()))
+        let stored = t.get(id)?.map(|v| v.value());
+        let Ok(id) = <Hash>::try_from(id) else {
+            return Ok(stored);
+        };
+        let mut layered = self.layers.tx_locations(&id).peekable();
+        if layered.peek().is_none() {
+            return Ok(stored);
+        }
+        let mut best = match stored {
+            Some((h, i)) => {
+                let ok = self.block(h)?.is_some_and(|b| pending::is_ok(&b, i));
+                Some((h, i, ok))
+            }
+            None => None,
+        };
+        for (h, i, ok) in layered {
+            match best {
+                Some((_, _, true)) => break,
+                Some(_) if !ok => {}
+                _ => best = Some((h, i, ok)),
+            }
+        }
+        Ok(best.map(|(h, i, _)| (h, i)))
     }
 
     pub fn kv(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(v) = self.layers.kv(key) {
+            return Ok(Some(v));
+        }
         let t = self.txn.open_table(KV)?;
         Ok(t.get(key)?.map(|v| v.value().to_vec()))
     }
 
     pub fn try_nonce(&self, signer: &[u8]) -> Result<u64, StoreError> {
+        if let Some(n) = self.layers.nonce(signer) {
+            return Ok(n);
+        }
         let t = self.txn.open_table(NONCES)?;
         Ok(t.get(signer)?.map(|v| v.value()).unwrap_or(0))
     }
 
     pub fn try_role(&self, key: &[u8]) -> Result<Option<String>, StoreError> {
+        if let Some(r) = self.layers.role(key) {
+            return Ok(Some(r));
+        }
         let t = self.txn.open_table(PARTICIPANTS)?;
         Ok(t.get(key)?.map(|v| v.value().to_string()))
     }
 
     pub fn object(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(v) = self.layers.object(key) {
+            return Ok(Some(v));
+        }
         let t = self.txn.open_table(OBJECTS)?;
         Ok(t.get(key)?.map(|v| v.value().to_vec()))
     }
@@ -235,15 +358,18 @@ impl ReadView {
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let t = self.txn.open_table(OBJECTS)?;
-        let mut out = Vec::new();
+        let mut out = std::collections::BTreeMap::new();
         for item in t.range(prefix..)? {
             let (k, v) = item?;
             if !k.value().starts_with(prefix) || out.len() >= limit {
                 break;
             }
-            out.push((k.value().to_string(), v.value().to_vec()));
+            out.insert(k.value().to_string(), v.value().to_vec());
         }
-        Ok(out)
+        // The first `limit` keys of the union are among the first `limit` stored keys and
+        // the layers' keys.
+        out.extend(self.layers.objects_with_prefix(prefix));
+        Ok(out.into_iter().take(limit).collect())
     }
 
     pub fn block_count(&self) -> Result<u64, StoreError> {
@@ -262,32 +388,6 @@ impl StateRead for ReadView {
     }
     fn object(&self, key: &str) -> Option<Vec<u8>> {
         ReadView::object(self, key).expect("state store read failed")
-    }
-}
-
-/// The same reads inside the write transaction that applies a block, so later blocks of one
-/// apply call see the writes of earlier ones.
-pub(crate) struct WriteView<'a>(pub &'a WriteTransaction);
-
-impl StateRead for WriteView<'_> {
-    fn nonce(&self, signer: &[u8]) -> u64 {
-        let t = self.0.open_table(NONCES).expect("nonces table");
-        t.get(signer)
-            .expect("state store read failed")
-            .map(|v| v.value())
-            .unwrap_or(0)
-    }
-    fn participant_role(&self, key: &[u8]) -> Option<String> {
-        let t = self.0.open_table(PARTICIPANTS).expect("participants table");
-        t.get(key)
-            .expect("state store read failed")
-            .map(|v| v.value().to_string())
-    }
-    fn object(&self, key: &str) -> Option<Vec<u8>> {
-        let t = self.0.open_table(OBJECTS).expect("objects table");
-        t.get(key)
-            .expect("state store read failed")
-            .map(|v| v.value().to_vec())
     }
 }
 

@@ -1,10 +1,12 @@
 //! The replicated state machine: applies committed batches as blocks, builds and installs
-//! snapshots. A block, its index entries, the state it changed and the applied log id are
-//! written in one fsynced transaction.
+//! snapshots. Applied blocks wait in memory and are written a few at a time (`pending.rs`);
+//! blocks, their index entries, the state they changed and the applied log id always reach
+//! the file together, in one fsynced transaction.
 
+use super::pending::Layer;
 use super::{
-    Head, KV, META, NONCES, OBJECTS, PARTICIPANTS, Store, StoreError, WriteView, decode, encode,
-    get_meta, put_head, read_head, write_block,
+    Head, KV, META, META_APPLIED, META_MEMBERSHIP, NONCES, OBJECTS, PARTICIPANTS, Store,
+    StoreError, decode, encode, get_meta, put_head, read_head,
 };
 use crate::ledger::execute::execute_batch;
 use crate::ledger::{BatchOutcome, ChainCtx};
@@ -20,8 +22,6 @@ use std::io::Cursor;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-const META_APPLIED: &str = "sm_applied";
-const META_MEMBERSHIP: &str = "sm_membership";
 const META_SNAPSHOT: &str = "sm_snapshot";
 
 /// The state carried in a snapshot. Blocks are not: a node that installs a snapshot fetches
@@ -42,15 +42,7 @@ pub struct StateMachine {
     /// Publishes the head after every apply (for block streams, metrics, back-fill).
     head_tx: watch::Sender<Head>,
     metrics: Arc<Metrics>,
-    last_durable: Arc<std::sync::Mutex<std::time::Instant>>,
 }
-
-/// How stale the state machine's on-disk copy may get. Applying does not need its own fsync:
-/// every applied entry is already durable in the Raft log of a majority, a crash rolls this
-/// store back to its last durable commit (blocks, state and applied index together), and
-/// openraft re-applies the entries after it. The log is compacted only up to a snapshot,
-/// and a snapshot is written durably, so the entries needed for that replay always exist.
-const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 type SResult<T> = Result<T, StorageError<NodeId>>;
 
@@ -72,7 +64,6 @@ impl StateMachine {
                 ctx,
                 head_tx,
                 metrics,
-                last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
             },
             rx,
         ))
@@ -82,53 +73,44 @@ impl StateMachine {
         self.head_tx.clone()
     }
 
+    /// Executes the entries on top of the store and the blocks still in memory, and keeps
+    /// the resulting blocks in memory; writes them out when enough have gathered. Applying
+    /// needs no fsync of its own: every applied entry is already durable in the Raft log of a
+    /// majority, and after a crash openraft re-applies every entry after the applied log id
+    /// the file holds. The log is compacted only up to a snapshot, and building a snapshot
+    /// writes everything out first, so the entries such a replay needs always exist.
     fn apply_sync(
         &self,
         entries: Vec<Entry<TypeConfig>>,
     ) -> Result<(Vec<BatchOutcome>, Head), StoreError> {
-        let mut w = self.store.db.begin_write()?;
-        let durable = {
-            let mut last = self.last_durable.lock().expect("durability clock");
-            let due = last.elapsed() >= DURABLE_EVERY;
-            if due {
-                *last = std::time::Instant::now();
-            }
-            due
-        };
-        w.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        });
-        let mut head = read_head(&w)?;
         let mut outcomes = Vec::with_capacity(entries.len());
-        let mut last_applied = None;
-        let mut membership = None;
         for entry in entries {
-            last_applied = Some(entry.log_id);
+            let log_id = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Blank => outcomes.push(BatchOutcome::default()),
+                EntryPayload::Blank => {
+                    self.store.pending().applied = log_id;
+                    outcomes.push(BatchOutcome::default());
+                }
                 EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                    let mut p = self.store.pending();
+                    p.applied = log_id;
+                    p.membership = StoredMembership::new(log_id, m);
                     outcomes.push(BatchOutcome::default());
                 }
                 EntryPayload::Normal(batch) => {
-                    let height = head.height + 1;
+                    let view = self.store.read()?;
+                    let base = view.head()?;
+                    let height = base.height + 1;
                     let ex = execute_batch(
                         &self.ctx,
-                        &WriteView(&w),
+                        &view,
                         &batch,
                         height,
-                        &head.hash,
+                        &base.hash,
                         entry.log_id.leader_id.term,
                         entry.log_id.index,
                     );
-                    write_block(&w, &ex.block, &ex.hash, &ex.changes)?;
-                    if head.contiguous == head.height {
-                        head.contiguous = height;
-                    }
-                    head.height = height;
-                    head.hash = ex.hash;
+                    drop(view);
                     outcomes.push(BatchOutcome {
                         height,
                         results: ex
@@ -139,22 +121,30 @@ impl StateMachine {
                             .collect(),
                         tx_ids: ex.tx_ids,
                     });
+                    let mut p = self.store.pending();
+                    // Back-fill may have moved `contiguous` meanwhile; height and hash are
+                    // only ever moved here (and by snapshot installs, on this same task).
+                    let mut head = p.head;
+                    if head.contiguous == head.height {
+                        head.contiguous = height;
+                    }
+                    head.height = height;
+                    head.hash = ex.hash;
+                    p.head = head;
+                    p.applied = log_id;
+                    p.push(Layer::new(ex.block, ex.hash, ex.changes));
                 }
             }
         }
-        put_head(&w, &head)?;
-        {
-            let mut meta = w.open_table(META)?;
-            meta.insert(META_APPLIED, encode(&last_applied).as_slice())?;
-            if let Some(m) = membership {
-                meta.insert(META_MEMBERSHIP, encode(&m).as_slice())?;
-            }
+        if self.store.flush_due() {
+            self.store.flush()?;
         }
-        w.commit()?;
-        Ok((outcomes, head))
+        Ok((outcomes, self.store.pending().head))
     }
 
     fn build_snapshot_sync(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
+        // The snapshot is read from the file, so everything applied goes there first.
+        self.store.flush()?;
         let r = self.store.db.begin_read()?;
         let meta_t = r.open_table(META)?;
         let applied: Option<LogId<NodeId>> =
@@ -200,6 +190,7 @@ impl StateMachine {
             last_membership: membership,
             snapshot_id,
         };
+        let _writer = self.store.writer();
         let mut w = self.store.db.begin_write()?;
         w.set_durability(Durability::Immediate);
         w.open_table(META)?.insert(
@@ -219,6 +210,9 @@ impl StateMachine {
         data: Vec<u8>,
     ) -> Result<Head, StoreError> {
         let state: SnapshotState = decode(&data)?;
+        let _writer = self.store.writer();
+        // Blocks applied before the snapshot arrived are kept (written out first).
+        self.store.flush_locked()?;
         let mut w = self.store.db.begin_write()?;
         w.set_durability(Durability::Immediate);
         let own = read_head(&w)?;
@@ -260,6 +254,10 @@ impl StateMachine {
             m.insert(META_SNAPSHOT, encode(&(meta.clone(), data)).as_slice())?;
         }
         w.commit()?;
+        let mut p = self.store.pending();
+        p.head = head;
+        p.applied = meta.last_log_id;
+        p.membership = meta.last_membership.clone();
         Ok(head)
     }
 }
@@ -277,14 +275,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn applied_state(
         &mut self,
     ) -> SResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>)> {
-        tokio::task::block_in_place(|| -> Result<_, StoreError> {
-            let r = self.store.db.begin_read()?;
-            let t = r.open_table(META)?;
-            let applied = get_meta::<Option<LogId<NodeId>>>(&t, META_APPLIED)?.flatten();
-            let membership = get_meta(&t, META_MEMBERSHIP)?.unwrap_or_default();
-            Ok((applied, membership))
-        })
-        .map_err(|e| StorageIOError::read_state_machine(&e).into())
+        Ok(self.store.applied())
     }
 
     async fn apply<I>(&mut self, entries: I) -> SResult<Vec<BatchOutcome>>
