@@ -123,7 +123,12 @@ const ED25519_KEYS_MAX: usize = 1 << 16;
 /// An Ed25519 public key decoded from its 32 bytes (a valid curve point), cached.
 pub fn ed25519_key(public: &[u8]) -> Result<ed25519_dalek::VerifyingKey, CryptoError> {
     let arr: [u8; 32] = public.try_into().map_err(|_| CryptoError::BadPublicKey)?;
-    if let Some(k) = ED25519_KEYS.lock().map(|m| m.get(&arr).copied()).ok().flatten() {
+    if let Some(k) = ED25519_KEYS
+        .lock()
+        .map(|m| m.get(&arr).copied())
+        .ok()
+        .flatten()
+    {
         return Ok(k);
     }
     let k = ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| CryptoError::BadPublicKey)?;

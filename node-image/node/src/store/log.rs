@@ -31,7 +31,11 @@ const RECENT: usize = 512;
 
 enum Op {
     Append(Vec<Entry<TypeConfig>>, LogFlushed<TypeConfig>),
-    Meta(&'static str, Vec<u8>, oneshot::Sender<Result<(), StoreError>>),
+    Meta(
+        &'static str,
+        Vec<u8>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
     /// Deletes entries at and after the index.
     Truncate(u64, oneshot::Sender<Result<(), StoreError>>),
     /// Deletes entries up to and including the log id, and records it as purged.
@@ -72,7 +76,10 @@ impl LogStore {
         }
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         let r = self.store.log_db.begin_read()?;
         let t = r.open_table(META)?;
         get_meta(&t, key)
@@ -236,11 +243,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> SResult<LogState<TypeConfig>> {
-        let cached_last = self
-            .cache()
-            .entries
-            .last_key_value()
-            .map(|(_, e)| e.log_id);
+        let cached_last = self.cache().entries.last_key_value().map(|(_, e)| e.log_id);
         tokio::task::block_in_place(|| -> Result<_, StoreError> {
             let purged: Option<LogId<NodeId>> = self.read_meta(META_PURGED)?;
             let r = self.store.log_db.begin_read()?;

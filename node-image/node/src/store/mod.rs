@@ -7,11 +7,10 @@ pub mod state_machine;
 
 use crate::ledger::execute::{Changes, MEMBER_ROLE, StateRead};
 use crate::raft::{Node, NodeId};
-use openraft::{LogId, StoredMembership};
-use pending::{Layers, Pending};
-use std::sync::{Mutex, MutexGuard};
 use medledger_api::crypto::Hash;
 use medledger_api::pb::Block;
+use openraft::{LogId, StoredMembership};
+use pending::{Layers, Pending};
 use prost::Message;
 use redb::{
     Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -20,6 +19,7 @@ use redb::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard};
 
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -42,7 +42,9 @@ pub enum StoreError {
     Db(Box<redb::Error>),
     #[error("stored data cannot be decoded ({0}); the data directory is damaged")]
     Codec(String),
-    #[error("the Raft log could not be written ({0}); check the data volume, then restart the node")]
+    #[error(
+        "the Raft log could not be written ({0}); check the data volume, then restart the node"
+    )]
     LogWrite(String),
 }
 

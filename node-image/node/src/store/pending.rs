@@ -131,10 +131,7 @@ impl Layers {
 
     /// Every indexed location of `id` in the layers, oldest first, with whether it was
     /// accepted.
-    pub fn tx_locations<'a>(
-        &'a self,
-        id: &'a Hash,
-    ) -> impl Iterator<Item = (u64, u32, bool)> + 'a {
+    pub fn tx_locations<'a>(&'a self, id: &'a Hash) -> impl Iterator<Item = (u64, u32, bool)> + 'a {
         self.0.iter().filter_map(move |l| {
             l.tx_index
                 .get(id)
