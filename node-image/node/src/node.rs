@@ -110,6 +110,20 @@ async fn bind(addr: &str) -> Result<tokio::net::TcpListener, NodeError> {
         })
 }
 
+/// Sets TCP_NODELAY on accepted connections (tonic ignores its own setting for an incoming
+/// stream). Without it a small reply waits for the client's delayed ACK, and a submission
+/// answered in a millisecond reached the client tens of milliseconds later.
+fn no_delay(
+    incoming: impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>>,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    incoming.map(|conn| {
+        conn.inspect(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    })
+}
+
 /// Runs a node until `shutdown` resolves.
 pub async fn run(
     cfg: NodeConfig,
@@ -255,7 +269,7 @@ pub async fn run(
             node: shared.clone(),
         }))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(api_listener),
+            no_delay(tokio_stream::wrappers::TcpListenerStream::new(api_listener)),
             stopped(stop_rx.clone()),
         );
 

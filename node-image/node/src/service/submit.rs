@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Proposals in flight at once. One: each block costs a round of fsyncs, messages and a
 /// store commit on every node whatever its size, so under load fewer, larger blocks carry
-/// more transactions per second (measured 4,160 tx/s with one against 3,480 with six, and
+/// more transactions per second (measured 4,160 tx/s with one against 3,886 with six, and
 /// no worse latency; docs/benchmarks.md).
 const PIPELINE: usize = 1;
 
