@@ -256,42 +256,22 @@ pub fn execute_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use medledger_api::genesis::{BlockLimits, Genesis, GenesisSpec, MemberSpec};
+    use medledger_api::genesis::BlockLimits;
     use medledger_api::keys::SigningKey;
     use medledger_api::pb::{Put, RegisterParticipant, tx_body::Op};
     use prost::Message;
     use std::collections::HashMap;
 
-    struct Fixture {
-        ctx: ChainCtx,
-        node: ed25519_dalek::SigningKey,
-        admin: SigningKey,
-    }
+    type Fixture = crate::ledger::test_chain::TestChain;
 
     fn fixture(suite: Suite) -> Fixture {
-        let node = SigningKey::generate(Suite::Ed25519);
-        let admin = SigningKey::generate(suite);
-        let spec = GenesisSpec {
-            chain_id: "unit".into(),
+        Fixture::new(
             suite,
-            block_limits: BlockLimits {
+            BlockLimits {
                 max_block_txs: 100,
                 max_tx_bytes: 1024,
             },
-            members: vec![MemberSpec {
-                name: "hospital-a".into(),
-                node_key: hex::encode(node.public()),
-                endpoint: "a:1".into(),
-                admin_key: hex::encode(admin.public()),
-            }],
-            policies: Default::default(),
-        };
-        let ctx = ChainCtx::new(Genesis::from_spec(&spec).unwrap());
-        Fixture {
-            ctx,
-            node: node.as_ed25519().unwrap().clone(),
-            admin,
-        }
+        )
     }
 
     #[derive(Default)]

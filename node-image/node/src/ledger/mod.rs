@@ -4,6 +4,8 @@
 pub mod batch;
 pub mod chain;
 pub mod execute;
+#[cfg(test)]
+pub(crate) mod test_chain;
 pub mod verify;
 
 pub use batch::{Batch, BatchOutcome};

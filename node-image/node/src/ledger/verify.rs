@@ -96,8 +96,6 @@ mod tests {
         execute::{StateRead, execute_batch},
     };
     use medledger_api::crypto::Suite;
-    use medledger_api::genesis::{Genesis, GenesisSpec, MemberSpec};
-    use medledger_api::keys::SigningKey;
 
     struct Empty;
     impl StateRead for Empty {
@@ -113,32 +111,19 @@ mod tests {
     }
 
     fn chain(n: u64) -> (ChainCtx, Vec<(Block, Hash)>, Head) {
-        let node = SigningKey::generate(Suite::Ed25519);
-        let admin = SigningKey::generate(Suite::Ed25519);
-        let spec = GenesisSpec {
-            chain_id: "v".into(),
-            suite: Suite::Ed25519,
-            block_limits: Default::default(),
-            members: vec![MemberSpec {
-                name: "a".into(),
-                node_key: hex::encode(node.public()),
-                endpoint: "a:1".into(),
-                admin_key: hex::encode(admin.public()),
-            }],
-            policies: Default::default(),
-        };
-        let ctx = ChainCtx::new(Genesis::from_spec(&spec).unwrap());
-        let id = *ctx.node_keys.keys().next().unwrap();
+        let t = crate::ledger::test_chain::TestChain::new(Suite::Ed25519, Default::default());
+        let id = t.proposer();
+        let (ctx, node, admin) = (t.ctx, t.node, t.admin);
         let mut prev = ctx.genesis_hash;
         let mut blocks = Vec::new();
         for h in 1..=n {
             let tx = medledger_api::tx::build(
                 &admin,
-                "v",
+                &ctx.chain_id,
                 h,
                 medledger_api::pb::tx_body::Op::Put(Default::default()),
             );
-            let batch = Batch::sign(&ctx, id, node.as_ed25519().unwrap(), vec![tx], h as i64);
+            let batch = Batch::sign(&ctx, id, &node, vec![tx], h as i64);
             let e = execute_batch(&ctx, &Empty, &batch, h, &prev, 1, h);
             prev = e.hash;
             blocks.push((e.block, e.hash));

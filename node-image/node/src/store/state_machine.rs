@@ -337,7 +337,6 @@ mod tests {
     use super::*;
     use crate::ledger::Batch;
     use medledger_api::crypto::Suite;
-    use medledger_api::genesis::{BlockLimits, Genesis, GenesisSpec, MemberSpec};
     use medledger_api::keys::SigningKey;
     use medledger_api::pb::{Put, tx_body::Op};
     use openraft::CommittedLeaderId;
@@ -350,25 +349,12 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        let node = SigningKey::generate(Suite::Ed25519);
-        let admin = SigningKey::generate(Suite::Ed25519);
-        let spec = GenesisSpec {
-            chain_id: "sm-test".into(),
-            suite: Suite::Ed25519,
-            block_limits: BlockLimits::default(),
-            members: vec![MemberSpec {
-                name: "hospital-a".into(),
-                node_key: hex::encode(node.public()),
-                endpoint: "a:1".into(),
-                admin_key: hex::encode(admin.public()),
-            }],
-            policies: Default::default(),
-        };
+        let c = crate::ledger::test_chain::TestChain::new(Suite::Ed25519, Default::default());
         Fixture {
             dir: tempfile::tempdir().unwrap(),
-            ctx: Arc::new(ChainCtx::new(Genesis::from_spec(&spec).unwrap())),
-            node: node.as_ed25519().unwrap().clone(),
-            admin,
+            ctx: Arc::new(c.ctx),
+            node: c.node,
+            admin: c.admin,
         }
     }
 
