@@ -274,3 +274,26 @@ fn rewrap_releases_the_custodians_key_to_a_requester_only() {
         );
     }
 }
+
+#[test]
+fn aes_gcm_output_is_the_standard_one() {
+    // Records sealed with the RustCrypto implementation (before ring) must still open, and
+    // ring's output must be plain AES-256-GCM: ciphertext then tag, under the same inputs.
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    let key = [7u8; 32];
+    let nonce = [9u8; 12];
+    let (msg, aad) = (b"patient record".as_slice(), b"aad".as_slice());
+    let ours = aead_seal(Suite::Ed25519, &key, &nonce, msg, aad).unwrap();
+    let reference = aes_gcm::Aes256Gcm::new_from_slice(&key)
+        .unwrap()
+        .encrypt(&nonce.into(), Payload { msg, aad })
+        .unwrap();
+    assert_eq!(ours, reference);
+    assert_eq!(
+        aead_open(Suite::Ed25519, &key, &nonce, &reference, aad).unwrap(),
+        msg
+    );
+    let mut tampered = reference.clone();
+    tampered[0] ^= 1;
+    assert!(aead_open(Suite::Ed25519, &key, &nonce, &tampered, aad).is_none());
+}
