@@ -92,7 +92,7 @@ async fn fill_from(
         if chunk.len() == CHUNK || expected > to {
             let n = chunk.len() as u64;
             let new_head =
-                tokio::task::block_in_place(|| write_chunk(node, std::mem::take(&mut chunk), to))
+                tokio::task::block_in_place(|| write_chunk(node, std::mem::take(&mut chunk)))
                     .map_err(|e| e.to_string())?;
             node.metrics.blocks_backfilled.inc_by(n);
             head_tx.send_replace(new_head);
@@ -107,7 +107,6 @@ async fn fill_from(
 fn write_chunk(
     node: &Shared,
     chunk: Vec<(medledger_api::pb::Block, Hash)>,
-    anchor: u64,
 ) -> Result<Head, StoreError> {
     let _writer = node.store.writer();
     let mut w = node.store.db.begin_write()?;
@@ -134,12 +133,21 @@ fn write_chunk(
         write_tx_index(&w, block, height, &ids)?;
         last = height;
     }
-    // The file's head and the head including blocks still in memory both move.
+    // The file's head and the head including blocks still in memory both move. A newer
+    // snapshot may have been installed while this chunk was fetched, moving the anchor past
+    // `anchor`: the gap closes only when the blocks reach the current anchor.
+    let close = |h: &mut Head| {
+        h.contiguous = if last >= h.anchor_height {
+            h.height
+        } else {
+            h.contiguous.max(last)
+        };
+    };
     let mut stored = read_head(&w)?;
-    stored.contiguous = if last >= anchor { stored.height } else { last };
+    close(&mut stored);
     put_head(&w, &stored)?;
     w.commit()?;
     let mut p = node.store.pending();
-    p.head.contiguous = if last >= anchor { p.head.height } else { last };
+    close(&mut p.head);
     Ok(p.head)
 }

@@ -24,10 +24,14 @@ pub async fn consortium(n: usize, opts: Options) -> LocalConsortium {
     let deadline = std::time::Instant::now() + WAIT;
     for i in 0..n {
         while c.status(i).await.is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "node {i} never answered"
-            );
+            if std::time::Instant::now() >= deadline {
+                let log = c.log(i);
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "node {i} never answered; the end of its log:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
