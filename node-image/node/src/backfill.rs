@@ -3,11 +3,14 @@
 //! and link to its predecessor, and requires the last one to hash to the snapshot's anchor.
 
 use crate::node::Shared;
-use crate::store::{BLOCK_HASHES, BLOCKS, Head, StoreError, put_head, read_head, write_tx_index};
+use crate::store::{
+    BLOCK_HASHES, BLOCKS, Head, IndexEntry, StoreError, put_head, read_head, write_tx_index,
+};
 use medledger_api::block::verify_block;
 use medledger_api::crypto::Hash;
 use prost::Message;
 use redb::Durability;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -118,19 +121,21 @@ fn write_chunk(
             .insert(height, block.encode_to_vec().as_slice())?;
         w.open_table(BLOCK_HASHES)?
             .insert(height, hash.as_slice())?;
-        let ids: Vec<(Hash, u32)> = block
-            .txs
-            .iter()
-            .enumerate()
-            .map(|(i, raw)| {
-                let id = match medledger_api::tx::decode(raw) {
-                    Ok((tx, _)) => node.ctx.suite.hash(&tx.body),
-                    Err(_) => node.ctx.suite.hash(raw),
-                };
-                (id, i as u32)
-            })
-            .collect();
-        write_tx_index(&w, block, height, &ids)?;
+        let mut ids: BTreeMap<Hash, IndexEntry> = BTreeMap::new();
+        for (i, raw) in block.txs.iter().enumerate() {
+            let id = match medledger_api::tx::decode(raw) {
+                Ok((tx, _)) => node.ctx.suite.hash(&tx.body),
+                Err(_) => node.ctx.suite.hash(raw),
+            };
+            let ok = block.results.get(i).is_some_and(|r| r.code == 0);
+            let e = IndexEntry {
+                height,
+                index: i as u32,
+                ok,
+            };
+            IndexEntry::keep_first_accepted(&mut ids, id, e);
+        }
+        write_tx_index(&w, &ids)?;
         last = height;
     }
     // The file's head and the head including blocks still in memory both move. A newer

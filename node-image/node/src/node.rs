@@ -351,18 +351,24 @@ pub async fn run(
     Ok(())
 }
 
-/// Writes applied blocks out when the chain goes quiet (under load, applying does it).
+/// Writes applied blocks out in the background: when applying says enough have gathered,
+/// and on a timer so that a quiet chain's last blocks are written too.
 async fn flush_applied(store: Store, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = store.flush_wanted().notified() => {}
             _ = stop.changed() => return,
         }
-        if store.flush_due()
-            && let Err(e) = tokio::task::block_in_place(|| store.flush())
-        {
-            tracing::error!(error = %e, "could not write applied blocks; retrying");
+        if !store.flush_due() {
+            continue;
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "could not write applied blocks; retrying"),
+            Err(e) => tracing::error!(error = %e, "the block writer task failed; retrying"),
         }
     }
 }

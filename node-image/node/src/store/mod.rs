@@ -5,18 +5,19 @@ pub mod log;
 mod pending;
 pub mod state_machine;
 
-use crate::ledger::execute::{Changes, MEMBER_ROLE, StateRead};
+use crate::ledger::execute::{MEMBER_ROLE, StateRead};
 use crate::raft::{Node, NodeId};
 use medledger_api::crypto::Hash;
 use medledger_api::pb::Block;
 use openraft::{LogId, StoredMembership};
-use pending::{Layers, Pending};
+use pending::{Layer, Layers, Pending};
 use prost::Message;
 use redb::{
     Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
     WriteTransaction,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
@@ -109,12 +110,27 @@ pub struct Store {
     pending: Arc<Mutex<Pending>>,
     /// Held by whoever writes the ledger file, so that writes land in order.
     writer: Arc<Mutex<()>>,
+    /// Wakes the node's background writer when pending layers are due (`node::flush_applied`).
+    flush_wanted: Arc<tokio::sync::Notify>,
 }
 
-/// Pending layers are written once there are this many...
-const FLUSH_LAYERS: usize = 16;
-/// ...or once the oldest is this old.
-const FLUSH_AGE: std::time::Duration = std::time::Duration::from_millis(200);
+/// Pending layers are written in the background once there are this many...
+const FLUSH_LAYERS: usize = 64;
+/// ...or once the oldest is this old...
+const FLUSH_AGE: std::time::Duration = std::time::Duration::from_millis(500);
+/// ...and by the applying task itself once this many wait, so that a writer falling behind
+/// slows applying down instead of letting memory grow.
+pub(crate) const FLUSH_LAYERS_MAX: usize = 4 * FLUSH_LAYERS;
+
+/// What applying a block should do about the pending layers.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FlushState {
+    NotDue,
+    /// Wake the background writer.
+    Due,
+    /// Write them now, on the applying task.
+    Overdue,
+}
 
 impl Store {
     pub fn open(dir: &Path, genesis_hash: Hash) -> Result<Store, StoreError> {
@@ -163,6 +179,7 @@ impl Store {
             genesis_hash,
             pending: Arc::new(Mutex::new(pending)),
             writer: Arc::default(),
+            flush_wanted: Arc::default(),
         })
     }
 
@@ -183,8 +200,24 @@ impl Store {
 
     /// Whether the pending blocks are due to be written.
     pub(crate) fn flush_due(&self) -> bool {
+        self.flush_state() != FlushState::NotDue
+    }
+
+    pub(crate) fn flush_state(&self) -> FlushState {
         let p = self.pending();
-        p.layers.len() >= FLUSH_LAYERS || p.since.is_some_and(|t| t.elapsed() >= FLUSH_AGE)
+        let n = p.layers.len();
+        if n >= FLUSH_LAYERS_MAX {
+            FlushState::Overdue
+        } else if n >= FLUSH_LAYERS || p.since.is_some_and(|t| t.elapsed() >= FLUSH_AGE) {
+            FlushState::Due
+        } else {
+            FlushState::NotDue
+        }
+    }
+
+    /// Signalled when pending layers are due; the node's background writer waits on it.
+    pub(crate) fn flush_wanted(&self) -> &tokio::sync::Notify {
+        &self.flush_wanted
     }
 
     pub fn genesis_hash(&self) -> Hash {
@@ -222,9 +255,7 @@ impl Store {
         };
         let mut w = self.db.begin_write()?;
         w.set_durability(redb::Durability::Immediate);
-        for l in layers.iter() {
-            write_block(&w, &l.block, &l.hash, &l.changes)?;
-        }
+        write_layers(&w, &layers)?;
         put_head(&w, &head)?;
         {
             let mut meta = w.open_table(META)?;
@@ -393,61 +424,108 @@ impl StateRead for ReadView {
     }
 }
 
-/// Writes a block, its hash and index entries, and the state changes it produced.
-pub(crate) fn write_block(
+/// Writes applied layers in one transaction: the blocks in height order, then each table's
+/// changes merged over all the layers (the newest value of a key wins) in key order. A key
+/// that many blocks changed (a busy signer's nonce) is written once, and each B-tree page is
+/// visited in one pass instead of once per block.
+pub(crate) fn write_layers(
     txn: &WriteTransaction,
-    block: &Block,
-    hash: &Hash,
-    changes: &Changes,
+    layers: &[Arc<Layer>],
 ) -> Result<(), StoreError> {
-    let height = block
-        .header
-        .as_ref()
-        .expect("executed block has a header")
-        .height;
-    txn.open_table(BLOCKS)?
-        .insert(height, block.encode_to_vec().as_slice())?;
-    txn.open_table(BLOCK_HASHES)?
-        .insert(height, hash.as_slice())?;
-    write_tx_index(txn, block, height, &changes.tx_index)?;
+    {
+        let mut blocks = txn.open_table(BLOCKS)?;
+        let mut hashes = txn.open_table(BLOCK_HASHES)?;
+        for l in layers {
+            blocks.insert(l.height, l.block.encode_to_vec().as_slice())?;
+            hashes.insert(l.height, l.hash.as_slice())?;
+        }
+    }
+    let mut index = BTreeMap::new();
+    for l in layers {
+        for (id, &i) in &l.tx_index {
+            let ok = pending::is_ok(&l.block, i);
+            IndexEntry::keep_first_accepted(
+                &mut index,
+                *id,
+                IndexEntry {
+                    height: l.height,
+                    index: i,
+                    ok,
+                },
+            );
+        }
+    }
+    write_tx_index(txn, &index)?;
     let mut nonces = txn.open_table(NONCES)?;
-    for (k, v) in &changes.nonces {
-        nonces.insert(k.as_slice(), *v)?;
+    for (k, v) in merged::<[u8], u64>(layers.iter().map(|l| &l.changes.nonces)) {
+        nonces.insert(k, *v)?;
     }
     let mut parts = txn.open_table(PARTICIPANTS)?;
-    for (k, v) in &changes.participants {
-        parts.insert(k.as_slice(), v.as_str())?;
+    for (k, v) in merged::<[u8], String>(layers.iter().map(|l| &l.changes.participants)) {
+        parts.insert(k, v.as_str())?;
     }
     let mut kv = txn.open_table(KV)?;
-    for (k, v) in &changes.kv {
-        kv.insert(k.as_str(), v.as_slice())?;
+    for (k, v) in merged::<str, Vec<u8>>(layers.iter().map(|l| &l.changes.kv)) {
+        kv.insert(k, v.as_slice())?;
     }
     let mut objects = txn.open_table(OBJECTS)?;
-    for (k, v) in &changes.objects {
-        objects.insert(k.as_str(), v.as_slice())?;
+    for (k, v) in merged::<str, Vec<u8>>(layers.iter().map(|l| &l.changes.objects)) {
+        objects.insert(k, v.as_slice())?;
     }
     Ok(())
 }
 
-/// Indexes transactions by id. The first accepted copy of a transaction wins, so a later
-/// replay (rejected) never hides where the transaction really committed.
+/// Where a transaction id is indexed, and whether that copy was accepted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexEntry {
+    pub height: u64,
+    pub index: u32,
+    pub ok: bool,
+}
+
+impl IndexEntry {
+    /// Adds a later copy of `id` to `index` under the index's rule: the first accepted copy
+    /// of a transaction wins, else its first copy.
+    pub fn keep_first_accepted(index: &mut BTreeMap<Hash, IndexEntry>, id: Hash, e: IndexEntry) {
+        match index.get(&id) {
+            Some(old) if old.ok || !e.ok => {}
+            _ => {
+                index.insert(id, e);
+            }
+        }
+    }
+}
+
+/// Each key's newest value over `maps` (oldest first), in key order.
+fn merged<'a, K, V>(
+    maps: impl Iterator<Item = &'a BTreeMap<<K as ToOwned>::Owned, V>>,
+) -> BTreeMap<&'a K, &'a V>
+where
+    K: Ord + ToOwned + ?Sized + 'a,
+    <K as ToOwned>::Owned: std::borrow::Borrow<K> + Ord,
+    V: 'a,
+{
+    let mut out = BTreeMap::new();
+    for m in maps {
+        for (k, v) in m {
+            out.insert(std::borrow::Borrow::borrow(k), v);
+        }
+    }
+    out
+}
+
+/// Indexes transactions by id, in id order. The first accepted copy of a transaction wins,
+/// so a later replay (rejected) never hides where the transaction really committed.
 pub(crate) fn write_tx_index(
     txn: &WriteTransaction,
-    block: &Block,
-    height: u64,
-    ids: &[(Hash, u32)],
+    entries: &BTreeMap<Hash, IndexEntry>,
 ) -> Result<(), StoreError> {
     let mut index = txn.open_table(TX_INDEX)?;
-    for (id, i) in ids {
-        let ok = block
-            .results
-            .get(*i as usize)
-            .map(|r| r.code == 0)
-            .unwrap_or(false);
+    for (id, e) in entries {
         // One tree walk in the common case (a new id): insert, and put the old location
         // back in the rare case of a replay.
         let existing = index
-            .insert(id.as_slice(), (height, *i))?
+            .insert(id.as_slice(), (e.height, e.index))?
             .map(|v| v.value());
         if let Some((h, j)) = existing {
             let blocks = txn.open_table(BLOCKS)?;
@@ -456,7 +534,7 @@ pub(crate) fn write_tx_index(
                 .and_then(|b| Block::decode(b.value()).ok())
                 .and_then(|b| b.results.get(j as usize).map(|r| r.code == 0))
                 .unwrap_or(false);
-            if prev_ok || !ok {
+            if prev_ok || !e.ok {
                 index.insert(id.as_slice(), (h, j))?;
             }
         }

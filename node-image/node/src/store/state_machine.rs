@@ -5,8 +5,8 @@
 
 use super::pending::Layer;
 use super::{
-    Head, KV, META, META_APPLIED, META_MEMBERSHIP, NONCES, OBJECTS, PARTICIPANTS, Store,
-    StoreError, decode, encode, get_meta, put_head, read_head,
+    FlushState, Head, KV, META, META_APPLIED, META_MEMBERSHIP, NONCES, OBJECTS, PARTICIPANTS,
+    Store, StoreError, decode, encode, get_meta, put_head, read_head,
 };
 use crate::ledger::execute::execute_batch;
 use crate::ledger::{BatchOutcome, ChainCtx};
@@ -136,8 +136,12 @@ impl StateMachine {
                 }
             }
         }
-        if self.store.flush_due() {
-            self.store.flush()?;
+        match self.store.flush_state() {
+            FlushState::NotDue => {}
+            // Written off this task, so that applying (and answering clients) goes on
+            // during the write and its fsync.
+            FlushState::Due => self.store.flush_wanted().notify_one(),
+            FlushState::Overdue => self.store.flush()?,
         }
         Ok((outcomes, self.store.pending().head))
     }
@@ -428,6 +432,24 @@ mod tests {
         let (store, _) = f.open();
         check(&store);
         assert_eq!(store.applied().0.map(|l| l.index), Some(2));
+    }
+
+    #[test]
+    fn applying_writes_the_blocks_itself_when_the_background_writer_falls_behind() {
+        let f = fixture();
+        let (store, sm) = f.open();
+        // Nobody runs the background writer here: applying must not let layers pile up.
+        for i in 1..=super::super::FLUSH_LAYERS_MAX as u64 + 3 {
+            sm.apply_sync(vec![f.entry(i, i..=i)]).unwrap();
+            assert!(store.pending().layers.len() < super::super::FLUSH_LAYERS_MAX);
+        }
+        let view = store.read().unwrap();
+        assert_eq!(view.try_nonce(&f.admin.public()).unwrap(), 259);
+        assert_eq!(
+            view.block_count().unwrap(),
+            256,
+            "the first 256 blocks are in the file"
+        );
     }
 
     #[test]
