@@ -440,19 +440,11 @@ pub(crate) fn write_layers(
             hashes.insert(l.height, l.hash.as_slice())?;
         }
     }
+    // Each layer holds its own index entries already; across layers the same rule applies.
     let mut index = BTreeMap::new();
     for l in layers {
-        for (id, &i) in &l.tx_index {
-            let ok = pending::is_ok(&l.block, i);
-            IndexEntry::keep_first_accepted(
-                &mut index,
-                *id,
-                IndexEntry {
-                    height: l.height,
-                    index: i,
-                    ok,
-                },
-            );
+        for (id, e) in &l.tx_index {
+            IndexEntry::keep_first_accepted(&mut index, *id, *e);
         }
     }
     write_tx_index(txn, &index)?;

@@ -11,13 +11,13 @@
 //! on a majority, and after a crash openraft re-applies every entry after the applied log id
 //! the store holds, which is written in the same transaction as the blocks it covers.
 
-use super::Head;
+use super::{Head, IndexEntry};
 use crate::ledger::execute::Changes;
 use crate::raft::{Node, NodeId};
 use medledger_api::crypto::Hash;
 use medledger_api::pb::Block;
 use openraft::{LogId, StoredMembership};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,21 +29,16 @@ pub(crate) struct Layer {
     pub changes: Changes,
     /// Where each transaction id of this block is indexed (the same rule as the store's
     /// index: the first accepted copy, else the first copy).
-    pub tx_index: HashMap<Hash, u32>,
+    pub tx_index: BTreeMap<Hash, IndexEntry>,
 }
 
 impl Layer {
     pub fn new(block: Block, hash: Hash, changes: Changes) -> Layer {
         let height = block.header.as_ref().map(|h| h.height).unwrap_or(0);
-        let mut tx_index: HashMap<Hash, u32> = HashMap::with_capacity(changes.tx_index.len());
-        for (id, i) in &changes.tx_index {
-            let ok = is_ok(&block, *i);
-            match tx_index.get(id) {
-                Some(&j) if is_ok(&block, j) || !ok => {}
-                _ => {
-                    tx_index.insert(*id, *i);
-                }
-            }
+        let mut tx_index = BTreeMap::new();
+        for &(id, index) in &changes.tx_index {
+            let ok = is_ok(&block, index);
+            IndexEntry::keep_first_accepted(&mut tx_index, id, IndexEntry { height, index, ok });
         }
         Layer {
             height,
@@ -132,11 +127,9 @@ impl Layers {
     /// Every indexed location of `id` in the layers, oldest first, with whether it was
     /// accepted.
     pub fn tx_locations<'a>(&'a self, id: &'a Hash) -> impl Iterator<Item = (u64, u32, bool)> + 'a {
-        self.0.iter().filter_map(move |l| {
-            l.tx_index
-                .get(id)
-                .map(|&i| (l.height, i, is_ok(&l.block, i)))
-        })
+        self.0
+            .iter()
+            .filter_map(move |l| l.tx_index.get(id).map(|e| (e.height, e.index, e.ok)))
     }
 
     /// Objects whose key starts with `prefix`, newest value per key.
