@@ -4,7 +4,7 @@
 
 use crate::node::Shared;
 use crate::store::{
-    BLOCK_HASHES, BLOCKS, Head, IndexEntry, StoreError, put_head, read_head, write_tx_index,
+    BLOCK_HASHES, BLOCKS, Head, IndexEntry, StoreError, is_ok, put_head, read_head, write_tx_index,
 };
 use medledger_api::block::verify_block;
 use medledger_api::crypto::Hash;
@@ -127,11 +127,11 @@ fn write_chunk(
                 Ok((tx, _)) => node.ctx.suite.hash(&tx.body),
                 Err(_) => node.ctx.suite.hash(raw),
             };
-            let ok = block.results.get(i).is_some_and(|r| r.code == 0);
+            let index = i as u32;
             let e = IndexEntry {
                 height,
-                index: i as u32,
-                ok,
+                index,
+                ok: is_ok(block, index),
             };
             IndexEntry::keep_first_accepted(&mut ids, id, e);
         }

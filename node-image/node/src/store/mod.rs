@@ -337,7 +337,7 @@ impl ReadView {
         }
         let mut best = match stored {
             Some((h, i)) => {
-                let ok = self.block(h)?.is_some_and(|b| pending::is_ok(&b, i));
+                let ok = self.block(h)?.is_some_and(|b| is_ok(&b, i));
                 Some((h, i, ok))
             }
             None => None,
@@ -467,6 +467,14 @@ pub(crate) fn write_layers(
     Ok(())
 }
 
+/// Whether the transaction at `index` of `block` was accepted.
+pub(crate) fn is_ok(block: &Block, index: u32) -> bool {
+    block
+        .results
+        .get(index as usize)
+        .is_some_and(|r| r.code == 0)
+}
+
 /// Where a transaction id is indexed, and whether that copy was accepted.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct IndexEntry {
@@ -524,8 +532,7 @@ pub(crate) fn write_tx_index(
             let prev_ok = blocks
                 .get(h)?
                 .and_then(|b| Block::decode(b.value()).ok())
-                .and_then(|b| b.results.get(j as usize).map(|r| r.code == 0))
-                .unwrap_or(false);
+                .is_some_and(|b| is_ok(&b, j));
             if prev_ok || !e.ok {
                 index.insert(id.as_slice(), (h, j))?;
             }

@@ -11,7 +11,7 @@
 //! on a majority, and after a crash openraft re-applies every entry after the applied log id
 //! the store holds, which is written in the same transaction as the blocks it covers.
 
-use super::{Head, IndexEntry};
+use super::{Head, IndexEntry, is_ok};
 use crate::ledger::execute::Changes;
 use crate::raft::{Node, NodeId};
 use medledger_api::crypto::Hash;
@@ -48,13 +48,6 @@ impl Layer {
             tx_index,
         }
     }
-}
-
-pub(crate) fn is_ok(block: &Block, index: u32) -> bool {
-    block
-        .results
-        .get(index as usize)
-        .is_some_and(|r| r.code == 0)
 }
 
 /// What the state machine has applied beyond the store, and where it stands.

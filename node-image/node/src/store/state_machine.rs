@@ -439,16 +439,17 @@ mod tests {
         let f = fixture();
         let (store, sm) = f.open();
         // Nobody runs the background writer here: applying must not let layers pile up.
-        for i in 1..=super::super::FLUSH_LAYERS_MAX as u64 + 3 {
+        let max = super::super::FLUSH_LAYERS_MAX;
+        for i in 1..=max as u64 + 3 {
             sm.apply_sync(vec![f.entry(i, i..=i)]).unwrap();
-            assert!(store.pending().layers.len() < super::super::FLUSH_LAYERS_MAX);
+            assert!(store.pending().layers.len() < max);
         }
         let view = store.read().unwrap();
-        assert_eq!(view.try_nonce(&f.admin.public()).unwrap(), 259);
+        assert_eq!(view.try_nonce(&f.admin.public()).unwrap(), max as u64 + 3);
         assert_eq!(
             view.block_count().unwrap(),
-            256,
-            "the first 256 blocks are in the file"
+            max as u64,
+            "the first FLUSH_LAYERS_MAX blocks are in the file"
         );
     }
 
