@@ -134,12 +134,10 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A free TCP port on 127.0.0.1 (the listener is closed before the port is used).
+/// A free TCP port on 127.0.0.1 that no other test of this process was given (the listener is
+/// closed before the port is used; see `medledger::loopback`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("loopback has free ports")
+    medledger::loopback::free_port().expect("loopback has free ports")
 }
 
 /// Kills a child process on drop (SIGKILL), so a failed test leaves nothing running.

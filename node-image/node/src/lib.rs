@@ -9,6 +9,7 @@ pub mod contracts;
 pub mod envelope;
 pub mod ledger;
 pub mod local;
+pub mod loopback;
 pub mod membership;
 pub mod metrics;
 pub mod node;

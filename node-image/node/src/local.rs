@@ -1,6 +1,7 @@
 //! A consortium of real `medledger node` processes on loopback, for the demo, the benchmark
 //! and the tests. Each node is a child process with its own data directory and log file.
 
+use crate::loopback::free_port;
 use anyhow::{Context, Result, bail};
 use medledger_api::config::{Listen, NodeConfig, RaftTuning};
 use medledger_api::crypto::Suite;
@@ -116,24 +117,6 @@ fn write_node(
         log_path: ndir.join("node.log"),
         child: None,
     })
-}
-
-fn free_port() -> Result<u16> {
-    // Below the kernel's ephemeral range (32768 and up by default): a port the kernel handed
-    // out for `:0` is free now, but the next outgoing connection of any process may take it
-    // before the node binds it ("Address already in use"). Ports here are never handed out
-    // for outgoing connections; a random start keeps parallel consortia apart.
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    for _ in 0..1000 {
-        let port = rng.gen_range(20_000..32_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 impl LocalConsortium {

@@ -2,6 +2,7 @@
 //! `etcd-bin-vendored` crate), written through its gRPC KV API with the same payloads and
 //! concurrency as the ledger.
 
+use crate::loopback::free_port;
 use anyhow::{Context, Result, bail};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,12 +34,6 @@ impl Drop for EtcdCluster {
     }
 }
 
-fn port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 impl EtcdCluster {
     pub async fn start(members: usize) -> Result<EtcdCluster> {
         let bin = etcd_bin_vendored::etcd_bin_path().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -46,7 +41,7 @@ impl EtcdCluster {
             .prefix("medledger-etcd-")
             .tempdir()?;
         let ports: Vec<(u16, u16)> = (0..members)
-            .map(|_| Ok((port()?, port()?)))
+            .map(|_| Ok((free_port()?, free_port()?)))
             .collect::<Result<_>>()?;
         let initial: Vec<String> = ports
             .iter()

@@ -112,14 +112,6 @@ fn random_hex() -> String {
     hex::encode(b)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// kubo's API multiaddr `/ip4/127.0.0.1/tcp/PORT` as a URL.
 fn multiaddr_to_url(addr: &str) -> String {
     let parts: Vec<&str> = addr.trim().split('/').collect();
@@ -228,7 +220,8 @@ fn start_cluster(bin: &Path, dir: &Path, kubo_api: &str) -> (Daemon, String) {
     let path = repo.join("service.json");
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let [swarm, rest, proxy, pinsvc] = [(); 4].map(|_| free_port());
+    let [swarm, rest, proxy, pinsvc] =
+        [(); 4].map(|_| medledger::loopback::free_port().expect("a free loopback port"));
     let tcp = |port: u16| format!("/ip4/127.0.0.1/tcp/{port}");
     cfg["cluster"]["peername"] = "medledger-test".into();
     cfg["cluster"]["listen_multiaddress"] = serde_json::json!([tcp(swarm)]);
