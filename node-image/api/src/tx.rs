@@ -23,6 +23,16 @@ pub fn tx_id(suite: Suite, tx: &Transaction) -> Hash {
     suite.hash(&tx.body)
 }
 
+/// The id of submitted bytes, under the one rule every part of a node uses (ingress, block
+/// execution, index back-fill): [`tx_id`] when they decode, else the hash of the bytes, so
+/// even a malformed submission has an id under which its rejection can be looked up.
+pub fn id_of_raw(suite: Suite, raw: &[u8]) -> Hash {
+    match decode(raw) {
+        Ok((tx, _)) => tx_id(suite, &tx),
+        Err(_) => suite.hash(raw),
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("transaction bytes are not a medledger Transaction: {0}")]

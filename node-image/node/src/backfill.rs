@@ -123,10 +123,7 @@ fn write_chunk(
             .insert(height, hash.as_slice())?;
         let mut ids: BTreeMap<Hash, IndexEntry> = BTreeMap::new();
         for (i, raw) in block.txs.iter().enumerate() {
-            let id = match medledger_api::tx::decode(raw) {
-                Ok((tx, _)) => node.ctx.suite.hash(&tx.body),
-                Err(_) => node.ctx.suite.hash(raw),
-            };
+            let id = medledger_api::tx::id_of_raw(node.ctx.suite, raw);
             let index = i as u32;
             let e = IndexEntry {
                 height,

@@ -192,9 +192,10 @@ pub fn execute_batch(
     let mut tx_ids = Vec::with_capacity(checked.len());
     for (i, (c, raw)) in checked.into_iter().zip(&batch.txs).enumerate() {
         let id = match &c {
-            Checked::Ok { tx, .. } => ctx.suite.hash(&tx.body),
-            // Undecodable bytes still get an id, so clients can look up why they failed.
-            Checked::Rejected(..) => ctx.suite.hash(raw),
+            Checked::Ok { tx, .. } => medledger_api::tx::tx_id(ctx.suite, tx),
+            // A rejected transaction keeps the id its client computed (and back-fill gives
+            // it); undecodable bytes still get one, so clients can look up why they failed.
+            Checked::Rejected(..) => medledger_api::tx::id_of_raw(ctx.suite, raw),
         };
         let result = match c {
             Checked::Rejected(code, reason) => reject(code, reason),
@@ -379,6 +380,18 @@ mod tests {
                 e.block.results
             );
             assert!(e.block.results.iter().skip(2).all(|r| !r.reason.is_empty()));
+            // Every transaction, accepted or not, is indexed under the id its bytes give
+            // wherever they are seen: at ingress, when applied, and in back-fill.
+            let expected: Vec<Hash> = e
+                .block
+                .txs
+                .iter()
+                .map(|raw| medledger_api::tx::id_of_raw(suite, raw))
+                .collect();
+            assert_eq!(e.tx_ids, expected, "{suite}");
+            let unknown_signer = &e.block.txs[3];
+            let (tx, _) = medledger_api::tx::decode(unknown_signer).unwrap();
+            assert_eq!(e.tx_ids[3], medledger_api::tx::tx_id(suite, &tx), "{suite}");
             assert_eq!(
                 e.changes.nonces.get(&patient.public()),
                 Some(&3),

@@ -89,10 +89,7 @@ impl Shared {
         let started = Instant::now();
         let raw = raw.to_vec();
         let ctx = &self.ctx;
-        let id = match medledger_api::tx::decode(&raw) {
-            Ok((tx, _)) => ctx.suite.hash(&tx.body),
-            Err(_) => ctx.suite.hash(&raw),
-        };
+        let id = medledger_api::tx::id_of_raw(ctx.suite, &raw);
         let leader = Some(leader);
         // Checks that read state run on the leader only: a follower may not have applied a
         // registration or nonce the client was already told is committed.
