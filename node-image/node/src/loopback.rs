@@ -1,14 +1,14 @@
 //! Ports on 127.0.0.1 for processes this program starts itself: local consortia (`demo`,
 //! `bench`), the etcd reference cluster, and the process-level tests.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 /// Ports already handed out by this process. A port is only checked free, then closed and
 /// bound later by a child; without this set two consortia created at the same moment (tests
 /// run in parallel threads) could both be handed the same free port, and one node would then
 /// fail with "Address already in use".
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// A port on 127.0.0.1 that is free now and that this process has not handed out before.
 ///
@@ -19,7 +19,6 @@ static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 pub fn free_port() -> std::io::Result<u16> {
     use rand::Rng;
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    let handed_out = handed_out.get_or_insert_with(HashSet::new);
     let mut rng = rand::thread_rng();
     for _ in 0..1000 {
         let port = rng.gen_range(20_000..32_000);
@@ -42,7 +41,7 @@ mod tests {
     #[test]
     fn a_port_is_never_handed_out_twice() {
         let ports: Vec<u16> = (0..500).map(|_| free_port().unwrap()).collect();
-        let distinct: HashSet<u16> = ports.iter().copied().collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
         assert_eq!(distinct.len(), ports.len());
     }
 }
