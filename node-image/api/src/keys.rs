@@ -25,11 +25,19 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
+/// A new Ed25519 key from the operating system's randomness: 32 random bytes are the whole
+/// secret (RFC 8032), which is what `ed25519_dalek::SigningKey::generate` does too.
+pub fn generate_ed25519() -> ed25519_dalek::SigningKey {
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, seed.as_mut());
+    ed25519_dalek::SigningKey::from_bytes(&seed)
+}
+
 impl SigningKey {
     pub fn generate(suite: Suite) -> Self {
         let mut rng = rand::rngs::OsRng;
         match suite {
-            Suite::Ed25519 => SigningKey::Ed25519(ed25519_dalek::SigningKey::generate(&mut rng)),
+            Suite::Ed25519 => SigningKey::Ed25519(generate_ed25519()),
             Suite::Sm => loop {
                 let sk = sm2::SecretKey::random(&mut rng);
                 if let Ok(k) = sm2::dsa::SigningKey::new(crate::crypto::SM2_DISTID, &sk) {

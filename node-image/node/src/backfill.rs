@@ -4,7 +4,7 @@
 
 use crate::node::Shared;
 use crate::store::{
-    BLOCK_HASHES, BLOCKS, Head, IndexEntry, StoreError, is_ok, put_head, read_head, write_tx_index,
+    BLOCK_HASHES, BLOCKS, Head, StoreError, index_block, put_head, read_head, write_tx_index,
 };
 use medledger_api::block::verify_block;
 use medledger_api::crypto::Hash;
@@ -121,17 +121,8 @@ fn write_chunk(
             .insert(height, block.encode_to_vec().as_slice())?;
         w.open_table(BLOCK_HASHES)?
             .insert(height, hash.as_slice())?;
-        let mut ids: BTreeMap<Hash, IndexEntry> = BTreeMap::new();
-        for (i, raw) in block.txs.iter().enumerate() {
-            let id = medledger_api::tx::id_of_raw(node.ctx.suite, raw);
-            let index = i as u32;
-            let e = IndexEntry {
-                height,
-                index,
-                ok: is_ok(block, index),
-            };
-            IndexEntry::keep_first_accepted(&mut ids, id, e);
-        }
+        let mut ids = BTreeMap::new();
+        index_block(node.ctx.suite, block, height, &mut ids);
         write_tx_index(&w, &ids)?;
         last = height;
     }

@@ -161,7 +161,8 @@ pub async fn run(
     };
     let ctx = Arc::new(ChainCtx::new(genesis.clone()));
 
-    let store = tokio::task::block_in_place(|| Store::open(&cfg.data_dir, ctx.genesis_hash))?;
+    let store =
+        tokio::task::block_in_place(|| Store::open(&cfg.data_dir, ctx.genesis_hash, ctx.suite))?;
     let head = store.head()?;
     tokio::task::block_in_place(|| {
         let view = store.read().map_err(|e| ChainError::Read(e.to_string()))?;
@@ -344,7 +345,7 @@ pub async fn run(
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = raft.shutdown().await;
-    if let Err(e) = tokio::task::block_in_place(|| store.flush()) {
+    if let Err(e) = tokio::task::block_in_place(|| store.flush_all()) {
         tracing::error!(error = %e, "could not flush the store; the log will be replayed at start");
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), servers).await;

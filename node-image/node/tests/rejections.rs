@@ -136,7 +136,8 @@ async fn a_tampered_block_makes_the_node_refuse_to_start() {
     // A graceful stop flushes the store, so block 3 is on disk to be tampered with.
     c.stop(victim).unwrap();
     {
-        let store = Store::open(&c.nodes[victim].data_dir, c.genesis.hash()).unwrap();
+        let store =
+            Store::open(&c.nodes[victim].data_dir, c.genesis.hash(), c.genesis.suite).unwrap();
         let mut block = store
             .read()
             .unwrap()

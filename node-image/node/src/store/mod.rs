@@ -7,10 +7,10 @@ pub mod state_machine;
 
 use crate::ledger::execute::{MEMBER_ROLE, StateRead};
 use crate::raft::{Node, NodeId};
-use medledger_api::crypto::Hash;
+use medledger_api::crypto::{Hash, Suite};
 use medledger_api::pb::Block;
 use openraft::{LogId, StoredMembership};
-use pending::{Layer, Layers, Pending};
+use pending::{IndexRuns, Layer, Layers, Pending};
 use prost::Message;
 use redb::{
     Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -36,6 +37,8 @@ pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("o
 pub(crate) const META_HEAD: &str = "head";
 pub(crate) const META_APPLIED: &str = "sm_applied";
 pub(crate) const META_MEMBERSHIP: &str = "sm_membership";
+/// The height up to which the file's transaction index covers every block it holds.
+pub(crate) const META_INDEXED: &str = "tx_indexed_upto";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -122,6 +125,14 @@ const FLUSH_AGE: std::time::Duration = std::time::Duration::from_millis(500);
 /// slows applying down instead of letting memory grow.
 pub(crate) const FLUSH_LAYERS_MAX: usize = 4 * FLUSH_LAYERS;
 
+/// The transaction index is keyed by hash, so new entries fall on pages all over its B-tree
+/// and a write of a few thousand of them rewrites most of its pages. It is therefore
+/// written to the file only once this many entries wait in memory...
+const INDEX_ENTRIES: usize = 1 << 17;
+/// ...or once the oldest waiting entry is this old, which also bounds how many blocks a
+/// restart must index again (`Store::open`).
+const INDEX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What applying a block should do about the pending layers.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum FlushState {
@@ -133,7 +144,7 @@ pub(crate) enum FlushState {
 }
 
 impl Store {
-    pub fn open(dir: &Path, genesis_hash: Hash) -> Result<Store, StoreError> {
+    pub fn open(dir: &Path, genesis_hash: Hash, suite: Suite) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(Box::new(redb::Error::Io(e))))?;
         let log_db = Database::builder()
             .set_cache_size(32 << 20)
@@ -159,18 +170,34 @@ impl Store {
             if meta.get(META_HEAD)?.is_none() {
                 meta.insert(META_HEAD, encode(&Head::genesis(genesis_hash)).as_slice())?;
             }
+            if meta.get(META_INDEXED)?.is_none() {
+                // A new file, or one written before the index was deferred, which indexed
+                // every block it holds.
+                let head: Head = get_meta(&meta, META_HEAD)?
+                    .ok_or_else(|| StoreError::Codec("missing head".into()))?;
+                meta.insert(META_INDEXED, encode(&head.height).as_slice())?;
+            }
         }
         txn.commit()?;
         let pending = {
             let r = db.begin_read()?;
             let meta = r.open_table(META)?;
+            let head: Head = get_meta(&meta, META_HEAD)?
+                .ok_or_else(|| StoreError::Codec("missing head".into()))?;
+            let indexed = get_meta::<u64>(&meta, META_INDEXED)?.unwrap_or(head.height);
+            let unindexed = index_stored_blocks(&r, suite, indexed)?;
             Pending {
                 layers: Arc::default(),
-                head: get_meta(&meta, META_HEAD)?
-                    .ok_or_else(|| StoreError::Codec("missing head".into()))?,
+                head,
                 applied: get_meta::<Option<LogId<NodeId>>>(&meta, META_APPLIED)?.flatten(),
                 membership: get_meta(&meta, META_MEMBERSHIP)?.unwrap_or_default(),
                 since: None,
+                index_since: (!unindexed.is_empty()).then(Instant::now),
+                index_runs: Arc::new(if unindexed.is_empty() {
+                    vec![]
+                } else {
+                    vec![Arc::new(unindexed)]
+                }),
             }
         };
         Ok(Store {
@@ -226,13 +253,14 @@ impl Store {
 
     pub fn read(&self) -> Result<ReadView, StoreError> {
         // Layers first, the file after: a layer is dropped only once the file holds it.
-        let (layers, head) = {
+        let (layers, index_runs, head) = {
             let p = self.pending();
-            (Layers(p.layers.clone()), p.head)
+            (Layers(p.layers.clone()), p.index_runs.clone(), p.head)
         };
         Ok(ReadView {
             txn: self.db.begin_read()?,
             layers,
+            index_runs,
             head,
         })
     }
@@ -241,29 +269,76 @@ impl Store {
         Ok(self.pending().head)
     }
 
-    /// Writes every applied block still in memory to the ledger file, durably.
+    /// Writes every applied block still in memory to the ledger file, durably. Their
+    /// transaction-index entries join the file's index when enough have gathered; until
+    /// then they are kept in memory and, after a restart, rebuilt from the stored blocks.
     pub fn flush(&self) -> Result<(), StoreError> {
         let _w = self.writer();
         self.flush_locked()
     }
 
+    /// `flush`, and the whole transaction index too: for a clean stop.
+    pub fn flush_all(&self) -> Result<(), StoreError> {
+        let _w = self.writer();
+        self.write_locked(true)
+    }
+
     /// `flush` for a caller that holds the writer lock.
     pub(crate) fn flush_locked(&self) -> Result<(), StoreError> {
-        let (layers, head, applied, membership) = {
+        self.write_locked(false)
+    }
+
+    fn write_locked(&self, whole_index: bool) -> Result<(), StoreError> {
+        let (layers, head, applied, membership, runs, index_since) = {
             let p = self.pending();
-            (p.layers.clone(), p.head, p.applied, p.membership.clone())
+            let runs = p.index_runs.clone();
+            (
+                p.layers.clone(),
+                p.head,
+                p.applied,
+                p.membership.clone(),
+                runs,
+                p.index_since,
+            )
         };
+        let run = layers_index(&layers);
+        let waiting = run.len() + runs.iter().map(|r| r.len()).sum::<usize>();
+        let write_index = waiting > 0
+            && (whole_index
+                || waiting >= INDEX_ENTRIES
+                || index_since.is_some_and(|t| t.elapsed() >= INDEX_AGE));
         let mut w = self.db.begin_write()?;
         w.set_durability(redb::Durability::Immediate);
         write_layers(&w, &layers)?;
         put_head(&w, &head)?;
+        if write_index {
+            // Oldest run first, so the first accepted copy of a transaction keeps winning.
+            let mut index = BTreeMap::new();
+            for (id, e) in runs.iter().flat_map(|r| r.iter()).chain(&run) {
+                IndexEntry::keep_first_accepted(&mut index, *id, *e);
+            }
+            write_tx_index(&w, &index)?;
+        }
         {
             let mut meta = w.open_table(META)?;
             meta.insert(META_APPLIED, encode(&applied).as_slice())?;
             meta.insert(META_MEMBERSHIP, encode(&membership).as_slice())?;
+            if write_index {
+                meta.insert(META_INDEXED, encode(&head.height).as_slice())?;
+            }
         }
         w.commit()?;
-        self.pending().drop_written(layers.len());
+        // Layers and index runs change together, so a reader always finds every entry.
+        let mut p = self.pending();
+        p.drop_written(layers.len());
+        let kept = Arc::make_mut(&mut p.index_runs);
+        if write_index {
+            kept.drain(..runs.len());
+            p.index_since = None;
+        } else if !run.is_empty() {
+            kept.push(Arc::new(run));
+            p.index_since.get_or_insert_with(Instant::now);
+        }
         Ok(())
     }
 
@@ -295,6 +370,7 @@ pub(crate) fn get_meta<T: DeserializeOwned>(
 pub struct ReadView {
     txn: ReadTransaction,
     layers: Layers,
+    index_runs: IndexRuns,
     head: Head,
 }
 
@@ -331,25 +407,26 @@ impl ReadView {
         let Ok(id) = <Hash>::try_from(id) else {
             return Ok(stored);
         };
-        let mut layered = self.layers.tx_locations(&id).peekable();
-        if layered.peek().is_none() {
+        // Newer than the file's index: the waiting runs, then the layers, oldest first.
+        let waiting = self.index_runs.iter().filter_map(|r| r.get(&id).copied());
+        let mut newer = waiting.chain(self.layers.tx_locations(&id)).peekable();
+        if newer.peek().is_none() {
             return Ok(stored);
         }
         let mut best = match stored {
-            Some((h, i)) => {
-                let ok = self.block(h)?.is_some_and(|b| is_ok(&b, i));
-                Some((h, i, ok))
+            Some((height, index)) => {
+                let ok = self.block(height)?.is_some_and(|b| is_ok(&b, index));
+                Some(IndexEntry { height, index, ok })
             }
             None => None,
         };
-        for (h, i, ok) in layered {
+        for e in newer {
             match best {
-                Some((_, _, true)) => break,
-                Some(_) if !ok => {}
-                _ => best = Some((h, i, ok)),
+                Some(b) if b.ok || !e.ok => {}
+                _ => best = Some(e),
             }
         }
-        Ok(best.map(|(h, i, _)| (h, i)))
+        Ok(best.map(|e| (e.height, e.index)))
     }
 
     pub fn kv(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -440,14 +517,6 @@ pub(crate) fn write_layers(
             hashes.insert(l.height, l.hash.as_slice())?;
         }
     }
-    // Each layer holds its own index entries already; across layers the same rule applies.
-    let mut index = BTreeMap::new();
-    for l in layers {
-        for (id, e) in &l.tx_index {
-            IndexEntry::keep_first_accepted(&mut index, *id, *e);
-        }
-    }
-    write_tx_index(txn, &index)?;
     let mut nonces = txn.open_table(NONCES)?;
     for (k, v) in merged::<[u8], u64>(layers.iter().map(|l| &l.changes.nonces)) {
         nonces.insert(k, *v)?;
@@ -465,6 +534,53 @@ pub(crate) fn write_layers(
         objects.insert(k, v.as_slice())?;
     }
     Ok(())
+}
+
+/// The index entries of the layers. Each layer holds its own already; across layers the
+/// same rule applies.
+fn layers_index(layers: &[Arc<Layer>]) -> BTreeMap<Hash, IndexEntry> {
+    let mut index = BTreeMap::new();
+    for l in layers {
+        for (id, e) in &l.tx_index {
+            IndexEntry::keep_first_accepted(&mut index, *id, *e);
+        }
+    }
+    index
+}
+
+/// The index entries of the stored blocks above `indexed`: those the file holds but its
+/// index does not (written since the index was last written, before a crash).
+fn index_stored_blocks(
+    r: &ReadTransaction,
+    suite: Suite,
+    indexed: u64,
+) -> Result<BTreeMap<Hash, IndexEntry>, StoreError> {
+    let mut index = BTreeMap::new();
+    for item in r.open_table(BLOCKS)?.range(indexed + 1..)? {
+        let (height, bytes) = item?;
+        let block = Block::decode(bytes.value()).map_err(|e| StoreError::Codec(e.to_string()))?;
+        index_block(suite, &block, height.value(), &mut index);
+    }
+    Ok(index)
+}
+
+/// Adds the transactions of a stored block at `height` to `index`.
+pub(crate) fn index_block(
+    suite: Suite,
+    block: &Block,
+    height: u64,
+    index: &mut BTreeMap<Hash, IndexEntry>,
+) {
+    for (i, raw) in block.txs.iter().enumerate() {
+        let id = medledger_api::tx::id_of_raw(suite, raw);
+        let at = i as u32;
+        let e = IndexEntry {
+            height,
+            index: at,
+            ok: is_ok(block, at),
+        };
+        IndexEntry::keep_first_accepted(index, id, e);
+    }
 }
 
 /// Whether the transaction at `index` of `block` was accepted.

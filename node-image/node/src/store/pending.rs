@@ -61,7 +61,16 @@ pub(crate) struct Pending {
     pub membership: StoredMembership<NodeId, Node>,
     /// When the oldest layer was added.
     pub since: Option<Instant>,
+    /// When the oldest index run was added.
+    pub index_since: Option<Instant>,
+    /// Index entries of blocks the file holds but its transaction index does not yet
+    /// (oldest first; see `Store::flush`).
+    pub index_runs: IndexRuns,
 }
+
+/// Transaction-index entries waiting to be written, one run per write of layers. Readers
+/// take a copy (reference counts) with the layers.
+pub(crate) type IndexRuns = Arc<Vec<Arc<BTreeMap<Hash, IndexEntry>>>>;
 
 impl Pending {
     pub fn push(&mut self, layer: Layer) {
@@ -117,12 +126,11 @@ impl Layers {
             .find_map(|l| l.changes.objects.get(key).cloned())
     }
 
-    /// Every indexed location of `id` in the layers, oldest first, with whether it was
-    /// accepted.
-    pub fn tx_locations<'a>(&'a self, id: &'a Hash) -> impl Iterator<Item = (u64, u32, bool)> + 'a {
+    /// Every indexed location of `id` in the layers, oldest first.
+    pub fn tx_locations<'a>(&'a self, id: &'a Hash) -> impl Iterator<Item = IndexEntry> + 'a {
         self.0
             .iter()
-            .filter_map(move |l| l.tx_index.get(id).map(|e| (e.height, e.index, e.ok)))
+            .filter_map(move |l| l.tx_index.get(id).copied())
     }
 
     /// Objects whose key starts with `prefix`, newest value per key.

@@ -364,7 +364,8 @@ mod tests {
 
     impl Fixture {
         fn open(&self) -> (Store, StateMachine) {
-            let store = Store::open(self.dir.path(), self.ctx.genesis_hash).unwrap();
+            let store =
+                Store::open(self.dir.path(), self.ctx.genesis_hash, self.ctx.suite).unwrap();
             let (sm, _) =
                 StateMachine::new(store.clone(), self.ctx.clone(), Arc::new(Metrics::new()))
                     .unwrap();
@@ -432,6 +433,57 @@ mod tests {
         let (store, _) = f.open();
         check(&store);
         assert_eq!(store.applied().0.map(|l| l.index), Some(2));
+    }
+
+    /// Entries in the file's transaction index, read past the in-memory runs.
+    fn indexed_in_file(store: &Store) -> u64 {
+        use redb::ReadableTableMetadata;
+        let r = store.db.begin_read().unwrap();
+        r.open_table(super::super::TX_INDEX).unwrap().len().unwrap()
+    }
+
+    #[test]
+    fn the_transaction_index_is_written_in_batches_and_rebuilt_after_a_crash() {
+        let f = fixture();
+        let (store, sm) = f.open();
+        let (out, _) = sm
+            .apply_sync(vec![f.entry(1, 1..=3), f.entry(2, 3..=4)])
+            .unwrap();
+        let replayed = out[1].tx_ids[0];
+        let check = |store: &Store| {
+            let view = store.read().unwrap();
+            assert_eq!(view.tx_location(&replayed).unwrap(), Some((1, 2)));
+            assert_eq!(view.tx_location(&out[0].tx_ids[0]).unwrap(), Some((1, 0)));
+            assert_eq!(view.tx_location(&out[1].tx_ids[1]).unwrap(), Some((2, 1)));
+            assert_eq!(view.tx_location(&[7u8; 32]).unwrap(), None);
+        };
+        // Blocks are written; their index entries wait in memory.
+        store.flush().unwrap();
+        assert!(store.pending().layers.is_empty());
+        assert_eq!(indexed_in_file(&store), 0);
+        check(&store);
+
+        // A crash here loses no entry: the stored blocks are indexed again at start.
+        drop((store, sm));
+        let (store, sm) = f.open();
+        check(&store);
+        assert_eq!(indexed_in_file(&store), 0);
+
+        // A clean stop writes the index; a later replay of the accepted transaction, applied
+        // on top, still does not hide where it committed.
+        let (later, _) = sm.apply_sync(vec![f.entry(3, 1..=1)]).unwrap();
+        assert_eq!(later[0].tx_ids[0], out[0].tx_ids[0]);
+        store.flush_all().unwrap();
+        assert_eq!(indexed_in_file(&store), 4, "four distinct transactions");
+        assert!(store.pending().index_runs.is_empty());
+        check(&store);
+        drop((store, sm));
+        let (store, _) = f.open();
+        assert!(
+            store.pending().index_runs.is_empty(),
+            "nothing to index again"
+        );
+        check(&store);
     }
 
     #[test]

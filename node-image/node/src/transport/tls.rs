@@ -225,7 +225,7 @@ mod tests {
 
     #[test]
     fn certificate_carries_the_node_key() {
-        let k = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let k = medledger_api::keys::generate_ed25519();
         let (cert, _) = node_certificate(&k).unwrap();
         assert_eq!(ed25519_key_of(&cert), Some(k.verifying_key().to_bytes()));
     }
