@@ -274,7 +274,7 @@ impl Store {
     /// then they are kept in memory and, after a restart, rebuilt from the stored blocks.
     pub fn flush(&self) -> Result<(), StoreError> {
         let _w = self.writer();
-        self.flush_locked()
+        self.write_locked(false)
     }
 
     /// `flush`, and the whole transaction index too: for a clean stop.
@@ -283,12 +283,9 @@ impl Store {
         self.write_locked(true)
     }
 
-    /// `flush` for a caller that holds the writer lock.
-    pub(crate) fn flush_locked(&self) -> Result<(), StoreError> {
-        self.write_locked(false)
-    }
-
-    fn write_locked(&self, whole_index: bool) -> Result<(), StoreError> {
+    /// Writes the applied blocks, and the waiting index entries too if `whole_index` or
+    /// they are due. For a caller that holds the writer lock.
+    pub(crate) fn write_locked(&self, whole_index: bool) -> Result<(), StoreError> {
         let (layers, head, applied, membership, runs, index_since) = {
             let p = self.pending();
             let runs = p.index_runs.clone();
@@ -323,7 +320,9 @@ impl Store {
             let mut meta = w.open_table(META)?;
             meta.insert(META_APPLIED, encode(&applied).as_slice())?;
             meta.insert(META_MEMBERSHIP, encode(&membership).as_slice())?;
-            if write_index {
+            // With nothing waiting, every stored block is indexed (back-fill indexes the
+            // blocks it writes), so a restart need not read any of them again.
+            if write_index || waiting == 0 {
                 meta.insert(META_INDEXED, encode(&head.height).as_slice())?;
             }
         }

@@ -5,8 +5,8 @@
 
 use super::pending::Layer;
 use super::{
-    FlushState, Head, KV, META, META_APPLIED, META_MEMBERSHIP, NONCES, OBJECTS, PARTICIPANTS,
-    Store, StoreError, decode, encode, get_meta, put_head, read_head,
+    FlushState, Head, KV, META, META_APPLIED, META_INDEXED, META_MEMBERSHIP, NONCES, OBJECTS,
+    PARTICIPANTS, Store, StoreError, decode, encode, get_meta, put_head, read_head,
 };
 use crate::ledger::execute::execute_batch;
 use crate::ledger::{BatchOutcome, ChainCtx};
@@ -215,8 +215,10 @@ impl StateMachine {
     ) -> Result<Head, StoreError> {
         let state: SnapshotState = decode(&data)?;
         let _writer = self.store.writer();
-        // Blocks applied before the snapshot arrived are kept (written out first).
-        self.store.flush_locked()?;
+        // Blocks applied before the snapshot arrived are kept (written out first, with the
+        // whole index, so the index marker moves to the anchor and the blocks back-filled
+        // below it are never read again at start).
+        self.store.write_locked(true)?;
         let mut w = self.store.db.begin_write()?;
         w.set_durability(Durability::Immediate);
         let own = read_head(&w)?;
@@ -256,6 +258,9 @@ impl StateMachine {
             m.insert(META_APPLIED, encode(&meta.last_log_id).as_slice())?;
             m.insert(META_MEMBERSHIP, encode(&meta.last_membership).as_slice())?;
             m.insert(META_SNAPSHOT, encode(&(meta.clone(), data)).as_slice())?;
+            // Nothing waits to be indexed (written above); the blocks up to the anchor that
+            // are missing will be indexed by back-fill as it writes them.
+            m.insert(META_INDEXED, encode(&head.height).as_slice())?;
         }
         w.commit()?;
         let mut p = self.store.pending();
