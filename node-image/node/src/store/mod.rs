@@ -184,7 +184,9 @@ impl Store {
             let meta = r.open_table(META)?;
             let head: Head = get_meta(&meta, META_HEAD)?
                 .ok_or_else(|| StoreError::Codec("missing head".into()))?;
-            let indexed = get_meta::<u64>(&meta, META_INDEXED)?.unwrap_or(head.height);
+            // Written by the transaction above when missing.
+            let indexed: u64 = get_meta(&meta, META_INDEXED)?
+                .ok_or_else(|| StoreError::Codec("missing index marker".into()))?;
             let unindexed = index_stored_blocks(&r, suite, indexed)?;
             Pending {
                 layers: Arc::default(),
@@ -288,13 +290,12 @@ impl Store {
     pub(crate) fn write_locked(&self, whole_index: bool) -> Result<(), StoreError> {
         let (layers, head, applied, membership, runs, index_since) = {
             let p = self.pending();
-            let runs = p.index_runs.clone();
             (
                 p.layers.clone(),
                 p.head,
                 p.applied,
                 p.membership.clone(),
-                runs,
+                p.index_runs.clone(),
                 p.index_since,
             )
         };
