@@ -125,9 +125,14 @@ pub fn put(ov: &mut Overlay<'_>, signer: &[u8], p: &Put) -> Outcome {
     if p.key.is_empty() || p.key.len() > 256 {
         return Err(invalid("key must be 1 to 256 bytes"));
     }
-    ov.changes.kv.insert(
-        format!("{}/{}", hex::encode(signer), p.key),
-        p.value.clone(),
-    );
+    ov.changes
+        .kv
+        .insert(kv_key(signer, &p.key), p.value.clone());
     Ok(())
+}
+
+/// Where a signer's record `key` is kept. The store derives records from stored blocks with
+/// it too (`store::deferred`), so the two must agree.
+pub fn kv_key(signer: &[u8], key: &str) -> String {
+    format!("{}/{key}", hex::encode(signer))
 }

@@ -1,16 +1,18 @@
 //! The node's embedded transactional store (redb): one file holding the Raft log, blocks,
 //! state and the current snapshot, so a block and the state it produced commit atomically.
 
+mod deferred;
 pub mod log;
 mod pending;
 pub mod state_machine;
 
 use crate::ledger::execute::{MEMBER_ROLE, StateRead};
 use crate::raft::{Node, NodeId};
+use deferred::{Run, Runs};
 use medledger_api::crypto::{Hash, Suite};
 use medledger_api::pb::Block;
 use openraft::{LogId, StoredMembership};
-use pending::{IndexRuns, Layer, Layers, Pending};
+use pending::{Layer, Layers, Pending};
 use prost::Message;
 use redb::{
     Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -37,7 +39,8 @@ pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("o
 pub(crate) const META_HEAD: &str = "head";
 pub(crate) const META_APPLIED: &str = "sm_applied";
 pub(crate) const META_MEMBERSHIP: &str = "sm_membership";
-/// The height up to which the file's transaction index covers every block it holds.
+/// The height up to which the file's transaction index and records cover every block it
+/// holds (`deferred.rs`).
 pub(crate) const META_INDEXED: &str = "tx_indexed_upto";
 
 #[derive(Debug, thiserror::Error)]
@@ -125,13 +128,12 @@ const FLUSH_AGE: std::time::Duration = std::time::Duration::from_millis(500);
 /// slows applying down instead of letting memory grow.
 pub(crate) const FLUSH_LAYERS_MAX: usize = 4 * FLUSH_LAYERS;
 
-/// The transaction index is keyed by hash, so new entries fall on pages all over its B-tree
-/// and a write of a few thousand of them rewrites most of its pages. It is therefore
-/// written to the file only once this many entries wait in memory...
-const INDEX_ENTRIES: usize = 1 << 17;
-/// ...or once the oldest waiting entry is this old, which also bounds how many blocks a
-/// restart must index again (`Store::open`).
-const INDEX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+/// The transaction index and the records are written to the file only once the waiting
+/// runs cover this many transactions (`deferred.rs`)...
+const DEFERRED_TXS: usize = 1 << 17;
+/// ...or once the oldest run is this old, which also bounds how many blocks a restart must
+/// read again (`Store::open`).
+const DEFERRED_AGE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What applying a block should do about the pending layers.
 #[derive(Debug, PartialEq, Eq)]
@@ -171,8 +173,8 @@ impl Store {
                 meta.insert(META_HEAD, encode(&Head::genesis(genesis_hash)).as_slice())?;
             }
             if meta.get(META_INDEXED)?.is_none() {
-                // A new file, or one written before the index was deferred, which indexed
-                // every block it holds.
+                // A new file, or one written before the index and records were deferred,
+                // which has both for every block it holds.
                 let head: Head = get_meta(&meta, META_HEAD)?
                     .ok_or_else(|| StoreError::Codec("missing head".into()))?;
                 meta.insert(META_INDEXED, encode(&head.height).as_slice())?;
@@ -187,18 +189,18 @@ impl Store {
             // Written by the transaction above when missing.
             let indexed: u64 = get_meta(&meta, META_INDEXED)?
                 .ok_or_else(|| StoreError::Codec("missing index marker".into()))?;
-            let unindexed = index_stored_blocks(&r, suite, indexed)?;
+            let unwritten = Run::of_stored_blocks(&r, suite, indexed)?;
             Pending {
                 layers: Arc::default(),
                 head,
                 applied: get_meta::<Option<LogId<NodeId>>>(&meta, META_APPLIED)?.flatten(),
                 membership: get_meta(&meta, META_MEMBERSHIP)?.unwrap_or_default(),
                 since: None,
-                index_since: (!unindexed.is_empty()).then(Instant::now),
-                index_runs: Arc::new(if unindexed.is_empty() {
+                runs_since: (!unwritten.is_empty()).then(Instant::now),
+                runs: Arc::new(if unwritten.is_empty() {
                     vec![]
                 } else {
-                    vec![Arc::new(unindexed)]
+                    vec![Arc::new(unwritten)]
                 }),
             }
         };
@@ -255,14 +257,14 @@ impl Store {
 
     pub fn read(&self) -> Result<ReadView, StoreError> {
         // Layers first, the file after: a layer is dropped only once the file holds it.
-        let (layers, index_runs, head) = {
+        let (layers, runs, head) = {
             let p = self.pending();
-            (Layers(p.layers.clone()), p.index_runs.clone(), p.head)
+            (Layers(p.layers.clone()), p.runs.clone(), p.head)
         };
         Ok(ReadView {
             txn: self.db.begin_read()?,
             layers,
-            index_runs,
+            runs,
             head,
         })
     }
@@ -272,72 +274,71 @@ impl Store {
     }
 
     /// Writes every applied block still in memory to the ledger file, durably. Their
-    /// transaction-index entries join the file's index when enough have gathered; until
+    /// transaction-index entries and records join the file when enough have gathered; until
     /// then they are kept in memory and, after a restart, rebuilt from the stored blocks.
     pub fn flush(&self) -> Result<(), StoreError> {
         let _w = self.writer();
         self.write_locked(false)
     }
 
-    /// `flush`, and the whole transaction index too: for a clean stop.
+    /// `flush`, and the whole transaction index and records too: for a clean stop and
+    /// before a snapshot is read from the file.
     pub fn flush_all(&self) -> Result<(), StoreError> {
         let _w = self.writer();
         self.write_locked(true)
     }
 
-    /// Writes the applied blocks, and the waiting index entries too if `whole_index` or
+    /// Writes the applied blocks, and the waiting index entries and records too if `all` or
     /// they are due. For a caller that holds the writer lock.
-    pub(crate) fn write_locked(&self, whole_index: bool) -> Result<(), StoreError> {
-        let (layers, head, applied, membership, runs, index_since) = {
+    pub(crate) fn write_locked(&self, all: bool) -> Result<(), StoreError> {
+        let (layers, head, applied, membership, runs, runs_since) = {
             let p = self.pending();
             (
                 p.layers.clone(),
                 p.head,
                 p.applied,
                 p.membership.clone(),
-                p.index_runs.clone(),
-                p.index_since,
+                p.runs.clone(),
+                p.runs_since,
             )
         };
-        let run = layers_index(&layers);
+        let run = Run::of_layers(&layers);
         let waiting = run.len() + runs.iter().map(|r| r.len()).sum::<usize>();
-        let write_index = waiting > 0
-            && (whole_index
-                || waiting >= INDEX_ENTRIES
-                || index_since.is_some_and(|t| t.elapsed() >= INDEX_AGE));
+        let nothing_waiting = run.is_empty() && runs.iter().all(|r| r.is_empty());
+        let write_runs = !nothing_waiting
+            && (all
+                || waiting >= DEFERRED_TXS
+                || runs_since.is_some_and(|t| t.elapsed() >= DEFERRED_AGE));
         let mut w = self.db.begin_write()?;
         w.set_durability(redb::Durability::Immediate);
         write_layers(&w, &layers)?;
         put_head(&w, &head)?;
-        if write_index {
-            // Oldest run first, so the first accepted copy of a transaction keeps winning.
-            let mut index = BTreeMap::new();
-            for (id, e) in runs.iter().flat_map(|r| r.iter()).chain(&run) {
-                IndexEntry::keep_first_accepted(&mut index, *id, *e);
-            }
-            write_tx_index(&w, &index)?;
+        if write_runs {
+            let all_runs: Vec<&Run> = runs.iter().map(|r| r.as_ref()).chain([&run]).collect();
+            deferred::write_runs(&w, &all_runs)?;
         }
         {
             let mut meta = w.open_table(META)?;
             meta.insert(META_APPLIED, encode(&applied).as_slice())?;
             meta.insert(META_MEMBERSHIP, encode(&membership).as_slice())?;
-            // With nothing waiting, every stored block is indexed (back-fill indexes the
-            // blocks it writes), so a restart need not read any of them again.
-            if write_index || waiting == 0 {
+            // With nothing waiting, the file's index and records cover every stored block
+            // (back-fill indexes the blocks it writes, and the snapshot below them holds
+            // their records), so a restart need not read any of them again.
+            if write_runs || nothing_waiting {
                 meta.insert(META_INDEXED, encode(&head.height).as_slice())?;
             }
         }
         w.commit()?;
-        // Layers and index runs change together, so a reader always finds every entry.
+        // Layers and runs change together, so a reader always finds every entry.
         let mut p = self.pending();
         p.drop_written(layers.len());
-        let kept = Arc::make_mut(&mut p.index_runs);
-        if write_index {
+        let kept = Arc::make_mut(&mut p.runs);
+        if write_runs {
             kept.drain(..runs.len());
-            p.index_since = None;
+            p.runs_since = None;
         } else if !run.is_empty() {
             kept.push(Arc::new(run));
-            p.index_since.get_or_insert_with(Instant::now);
+            p.runs_since.get_or_insert_with(Instant::now);
         }
         Ok(())
     }
@@ -370,7 +371,7 @@ pub(crate) fn get_meta<T: DeserializeOwned>(
 pub struct ReadView {
     txn: ReadTransaction,
     layers: Layers,
-    index_runs: IndexRuns,
+    runs: Runs,
     head: Head,
 }
 
@@ -408,7 +409,7 @@ impl ReadView {
             return Ok(stored);
         };
         // Newer than the file's index: the waiting runs, then the layers, oldest first.
-        let waiting = self.index_runs.iter().filter_map(|r| r.get(&id).copied());
+        let waiting = self.runs.iter().filter_map(|r| r.index.get(&id).copied());
         let mut newer = waiting.chain(self.layers.tx_locations(&id)).peekable();
         if newer.peek().is_none() {
             return Ok(stored);
@@ -432,6 +433,9 @@ impl ReadView {
     pub fn kv(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(v) = self.layers.kv(key) {
             return Ok(Some(v));
+        }
+        if let Some(v) = self.runs.iter().rev().find_map(|r| r.kv.get(key)) {
+            return Ok(Some(v.clone()));
         }
         let t = self.txn.open_table(KV)?;
         Ok(t.get(key)?.map(|v| v.value().to_vec()))
@@ -525,43 +529,11 @@ pub(crate) fn write_layers(
     for (k, v) in merged::<[u8], String>(layers.iter().map(|l| &l.changes.participants)) {
         parts.insert(k, v.as_str())?;
     }
-    let mut kv = txn.open_table(KV)?;
-    for (k, v) in merged::<str, Vec<u8>>(layers.iter().map(|l| &l.changes.kv)) {
-        kv.insert(k, v.as_slice())?;
-    }
     let mut objects = txn.open_table(OBJECTS)?;
     for (k, v) in merged::<str, Vec<u8>>(layers.iter().map(|l| &l.changes.objects)) {
         objects.insert(k, v.as_slice())?;
     }
     Ok(())
-}
-
-/// The index entries of the layers. Each layer holds its own already; across layers the
-/// same rule applies.
-fn layers_index(layers: &[Arc<Layer>]) -> BTreeMap<Hash, IndexEntry> {
-    let mut index = BTreeMap::new();
-    for l in layers {
-        for (id, e) in &l.tx_index {
-            IndexEntry::keep_first_accepted(&mut index, *id, *e);
-        }
-    }
-    index
-}
-
-/// The index entries of the stored blocks above `indexed`: those the file holds but its
-/// index does not (written since the index was last written, before a crash).
-fn index_stored_blocks(
-    r: &ReadTransaction,
-    suite: Suite,
-    indexed: u64,
-) -> Result<BTreeMap<Hash, IndexEntry>, StoreError> {
-    let mut index = BTreeMap::new();
-    for item in r.open_table(BLOCKS)?.range(indexed + 1..)? {
-        let (height, bytes) = item?;
-        let block = Block::decode(bytes.value()).map_err(|e| StoreError::Codec(e.to_string()))?;
-        index_block(suite, &block, height.value(), &mut index);
-    }
-    Ok(index)
 }
 
 /// Adds the transactions of a stored block at `height` to `index`.

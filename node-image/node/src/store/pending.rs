@@ -11,6 +11,7 @@
 //! on a majority, and after a crash openraft re-applies every entry after the applied log id
 //! the store holds, which is written in the same transaction as the blocks it covers.
 
+use super::deferred::Runs;
 use super::{Head, IndexEntry, is_ok};
 use crate::ledger::execute::Changes;
 use crate::raft::{Node, NodeId};
@@ -61,16 +62,12 @@ pub(crate) struct Pending {
     pub membership: StoredMembership<NodeId, Node>,
     /// When the oldest layer was added.
     pub since: Option<Instant>,
-    /// When the oldest index run was added.
-    pub index_since: Option<Instant>,
-    /// Index entries of blocks the file holds but its transaction index does not yet
-    /// (oldest first; see `Store::flush`).
-    pub index_runs: IndexRuns,
+    /// When the oldest run was added.
+    pub runs_since: Option<Instant>,
+    /// Index entries and records of blocks the file holds but its transaction index and
+    /// record table do not yet (oldest first; see `deferred.rs`).
+    pub runs: Runs,
 }
-
-/// Transaction-index entries waiting to be written, one run per write of layers. Readers
-/// take a copy (reference counts) with the layers.
-pub(crate) type IndexRuns = Arc<Vec<Arc<BTreeMap<Hash, IndexEntry>>>>;
 
 impl Pending {
     pub fn push(&mut self, layer: Layer) {

@@ -147,9 +147,14 @@ impl StateMachine {
     }
 
     fn build_snapshot_sync(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
-        // The snapshot is read from the file, so everything applied goes there first.
-        self.store.flush()?;
-        let r = self.store.db.begin_read()?;
+        // The snapshot is read from the file, so everything applied goes there first, the
+        // waiting records included; holding the writer lock until the read begins keeps
+        // the file's head and its state in step.
+        let r = {
+            let _writer = self.store.writer();
+            self.store.write_locked(true)?;
+            self.store.db.begin_read()?
+        };
         let meta_t = r.open_table(META)?;
         let applied: Option<LogId<NodeId>> =
             get_meta::<Option<LogId<NodeId>>>(&meta_t, META_APPLIED)?.flatten();
@@ -379,12 +384,18 @@ mod tests {
 
         /// The Raft entry at `index` holding one Put per nonce.
         fn entry(&self, index: u64, nonces: std::ops::RangeInclusive<u64>) -> Entry<TypeConfig> {
-            let txs = nonces
-                .map(|n| {
-                    let op = Op::Put(Put {
-                        key: format!("k{n}"),
-                        value: vec![n as u8],
-                    });
+            let puts = nonces
+                .map(|n| (n, format!("k{n}"), vec![n as u8]))
+                .collect();
+            self.entry_of(index, puts)
+        }
+
+        /// The Raft entry at `index` holding these Puts: (nonce, key, value).
+        fn entry_of(&self, index: u64, puts: Vec<(u64, String, Vec<u8>)>) -> Entry<TypeConfig> {
+            let txs = puts
+                .into_iter()
+                .map(|(n, key, value)| {
+                    let op = Op::Put(Put { key, value });
                     medledger_api::tx::build(&self.admin, &self.ctx.chain_id, n, op)
                 })
                 .collect();
@@ -480,15 +491,58 @@ mod tests {
         assert_eq!(later[0].tx_ids[0], out[0].tx_ids[0]);
         store.flush_all().unwrap();
         assert_eq!(indexed_in_file(&store), 4, "four distinct transactions");
-        assert!(store.pending().index_runs.is_empty());
+        assert!(store.pending().runs.is_empty());
         check(&store);
         drop((store, sm));
         let (store, _) = f.open();
-        assert!(
-            store.pending().index_runs.is_empty(),
-            "nothing to index again"
-        );
+        assert!(store.pending().runs.is_empty(), "nothing to index again");
         check(&store);
+    }
+
+    /// Records in the file's table, read past the in-memory runs.
+    fn records_in_file(store: &Store) -> u64 {
+        use redb::ReadableTableMetadata;
+        let r = store.db.begin_read().unwrap();
+        r.open_table(KV).unwrap().len().unwrap()
+    }
+
+    #[test]
+    fn records_wait_in_memory_and_are_derived_again_from_the_blocks_after_a_crash() {
+        let f = fixture();
+        let (store, sm) = f.open();
+        let put =
+            |index, nonce, value: u8| f.entry_of(index, vec![(nonce, "same".into(), vec![value])]);
+        let key = crate::contracts::identity::kv_key(&f.admin.public(), "same");
+        let value = |store: &Store| store.read().unwrap().kv(&key).unwrap();
+
+        // Two blocks put the same key; both are written, the record waits in memory.
+        sm.apply_sync(vec![put(1, 1, 1), put(2, 2, 2)]).unwrap();
+        store.flush().unwrap();
+        assert!(store.pending().layers.is_empty());
+        assert_eq!(records_in_file(&store), 0);
+        assert_eq!(value(&store), Some(vec![2]));
+        // A replayed nonce is rejected and writes nothing, now or when derived again.
+        let (out, _) = sm.apply_sync(vec![put(3, 2, 9)]).unwrap();
+        assert_ne!(out[0].results[0].0, 0);
+        store.flush().unwrap();
+        assert_eq!(value(&store), Some(vec![2]));
+
+        // A crash loses nothing: the record is derived again from the stored blocks.
+        drop((store, sm));
+        let (store, sm) = f.open();
+        assert_eq!(value(&store), Some(vec![2]));
+        assert_eq!(records_in_file(&store), 0);
+
+        // A newer value in memory wins over the derived one; a clean stop writes it.
+        sm.apply_sync(vec![put(4, 3, 3)]).unwrap();
+        assert_eq!(value(&store), Some(vec![3]));
+        store.flush_all().unwrap();
+        assert_eq!(records_in_file(&store), 1);
+        assert!(store.pending().runs.is_empty());
+        drop((store, sm));
+        let (store, _) = f.open();
+        assert!(store.pending().runs.is_empty(), "nothing to derive again");
+        assert_eq!(value(&store), Some(vec![3]));
     }
 
     #[test]
