@@ -545,6 +545,54 @@ mod tests {
         assert_eq!(value(&store), Some(vec![3]));
     }
 
+    fn indexed_upto(store: &Store) -> u64 {
+        let r = store.db.begin_read().unwrap();
+        get_meta(&r.open_table(META).unwrap(), META_INDEXED)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_carries_the_waiting_records_and_installing_one_moves_the_marker_to_its_anchor() {
+        let f = fixture();
+        let (store, sm) = f.open();
+        sm.apply_sync(vec![f.entry(1, 1..=2), f.entry(2, 3..=3)])
+            .unwrap();
+        store.flush().unwrap();
+        assert_eq!(records_in_file(&store), 0, "the records wait in memory");
+        // Building a snapshot writes them first, so the snapshot holds them.
+        let snap = sm.build_snapshot_sync().unwrap();
+        let data = snap.snapshot.into_inner();
+        let state: SnapshotState = decode(&data).unwrap();
+        assert_eq!(state.head.height, 2);
+        assert_eq!(state.kv.len(), 3);
+        assert!(store.pending().runs.is_empty());
+
+        // Another node holding a block of its own, its records waiting, installs it.
+        let other = Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            ctx: f.ctx.clone(),
+            node: f.node.clone(),
+            admin: f.admin.clone(),
+        };
+        let (store2, sm2) = other.open();
+        sm2.apply_sync(vec![f.entry(1, 1..=2)]).unwrap();
+        store2.flush().unwrap();
+        assert_eq!(indexed_upto(&store2), 0);
+        let head = sm2.install_snapshot_sync(&snap.meta, data).unwrap();
+        assert_eq!((head.anchor_height, head.height), (2, 2));
+        assert_eq!(indexed_upto(&store2), 2, "the marker moves to the anchor");
+        assert!(store2.pending().runs.is_empty());
+        assert_eq!(records_in_file(&store2), 3);
+        // After a restart nothing is derived again: block 2 is not held yet (back-fill
+        // fetches it), and block 1's records are in the snapshot's state.
+        drop((store2, sm2));
+        let (store2, _) = other.open();
+        assert!(store2.pending().runs.is_empty());
+        let view = store2.read().unwrap();
+        assert_eq!(kv(&f, &view, 3), Some(vec![3]));
+    }
+
     #[test]
     fn applying_writes_the_blocks_itself_when_the_background_writer_falls_behind() {
         let f = fixture();
