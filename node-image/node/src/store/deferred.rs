@@ -29,6 +29,8 @@ pub(crate) struct Run {
     pub index: BTreeMap<Hash, IndexEntry>,
     /// Each key's newest value within the run.
     pub kv: BTreeMap<String, Vec<u8>>,
+    /// Bytes of `kv` (keys and values), the other measure of when runs are due.
+    pub kv_bytes: usize,
 }
 
 /// Waiting runs, oldest first. Readers take a copy (reference counts) with the layers.
@@ -53,10 +55,18 @@ impl Run {
                 IndexEntry::keep_first_accepted(&mut run.index, *id, *e);
             }
             for (k, v) in &l.changes.kv {
-                run.kv.insert(k.clone(), v.clone());
+                run.put(k.clone(), v.clone());
             }
         }
         run
+    }
+
+    fn put(&mut self, key: String, value: Vec<u8>) {
+        let key_len = key.len();
+        self.kv_bytes += key_len + value.len();
+        if let Some(old) = self.kv.insert(key, value) {
+            self.kv_bytes -= key_len + old.len();
+        }
     }
 
     /// The entries of the stored blocks above `upto`: those the file holds but whose
@@ -72,7 +82,7 @@ impl Run {
             let block =
                 Block::decode(bytes.value()).map_err(|e| StoreError::Codec(e.to_string()))?;
             index_block(suite, &block, height.value(), &mut run.index);
-            records_of_block(&block, &mut run.kv);
+            records_of_block(&block, &mut run);
         }
         Ok(run)
     }
@@ -80,7 +90,7 @@ impl Run {
 
 /// The records the accepted `Put`s of an applied block wrote, as execution wrote them
 /// (`contracts::identity::put`): the later of two puts of a key wins.
-fn records_of_block(block: &Block, kv: &mut BTreeMap<String, Vec<u8>>) {
+fn records_of_block(block: &Block, run: &mut Run) {
     for (i, raw) in block.txs.iter().enumerate() {
         if !is_ok(block, i as u32) {
             continue;
@@ -88,7 +98,7 @@ fn records_of_block(block: &Block, kv: &mut BTreeMap<String, Vec<u8>>) {
         if let Ok((_, body)) = medledger_api::tx::decode(raw)
             && let Some(Op::Put(p)) = body.op
         {
-            kv.insert(kv_key(&body.signer, &p.key), p.value);
+            run.put(kv_key(&body.signer, &p.key), p.value);
         }
     }
 }
@@ -113,4 +123,21 @@ pub(crate) fn write_runs(w: &WriteTransaction, runs: &[&Run]) -> Result<(), Stor
         t.insert(k, v)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Run;
+
+    #[test]
+    fn a_run_counts_the_bytes_of_its_newest_records() {
+        let mut run = Run::default();
+        run.put("a/k".into(), vec![0; 100]);
+        run.put("a/k".into(), vec![0; 10]);
+        run.put("b/k".into(), vec![0; 5]);
+        assert_eq!(run.kv_bytes, 3 + 10 + 3 + 5);
+        assert_eq!(run.kv["a/k"].len(), 10);
+        assert!(!run.is_empty());
+        assert_eq!(run.len(), 0, "no transactions indexed");
+    }
 }

@@ -131,6 +131,9 @@ pub(crate) const FLUSH_LAYERS_MAX: usize = 4 * FLUSH_LAYERS;
 /// The transaction index and the records are written to the file only once the waiting
 /// runs cover this many transactions (`deferred.rs`)...
 const DEFERRED_TXS: usize = 1 << 17;
+/// ...or hold this many bytes of records (large values would otherwise fill memory long
+/// before the count is reached)...
+const DEFERRED_BYTES: usize = 64 << 20;
 /// ...or once the oldest run is this old, which also bounds how many blocks a restart must
 /// read again (`Store::open`).
 const DEFERRED_AGE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -304,10 +307,12 @@ impl Store {
         };
         let run = Run::of_layers(&layers);
         let waiting = run.len() + runs.iter().map(|r| r.len()).sum::<usize>();
+        let waiting_bytes = run.kv_bytes + runs.iter().map(|r| r.kv_bytes).sum::<usize>();
         let nothing_waiting = run.is_empty() && runs.iter().all(|r| r.is_empty());
         let write_runs = !nothing_waiting
             && (all
                 || waiting >= DEFERRED_TXS
+                || waiting_bytes >= DEFERRED_BYTES
                 || runs_since.is_some_and(|t| t.elapsed() >= DEFERRED_AGE));
         let mut w = self.db.begin_write()?;
         w.set_durability(redb::Durability::Immediate);
