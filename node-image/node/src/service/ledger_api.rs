@@ -89,22 +89,28 @@ impl Shared {
         let started = Instant::now();
         let raw = raw.to_vec();
         let ctx = &self.ctx;
-        let id = medledger_api::tx::id_of_raw(ctx.suite, &raw);
+        // The id under the one rule (`tx::id_of_raw`), from the decoding the checks below
+        // do anyway when the bytes decode.
+        let raw_id = || medledger_api::tx::id_of_raw(ctx.suite, &raw);
         let leader = Some(leader);
         // Checks that read state run on the leader only: a follower may not have applied a
         // registration or nonce the client was already told is committed.
-        let checked = if leader == Some(self.me) {
+        let (checked, id) = if leader == Some(self.me) {
             let view = self.store.read().map_err(internal)?;
             match precheck(ctx, &view, &raw) {
                 // A transaction already on chain answers with where it committed, even if
                 // it would not pass today (its signer was removed since).
-                Err(r) => match self.committed_result(&view, &id)? {
-                    Some(found) => return Ok(found),
-                    None => Err(r),
-                },
-                Ok((_, body)) => {
+                Err(r) => {
+                    let id = raw_id();
+                    match self.committed_result(&view, &id)? {
+                        Some(found) => return Ok(found),
+                        None => (Err(r), id),
+                    }
+                }
+                Ok((tx, body)) => {
+                    let id = medledger_api::tx::tx_id(ctx.suite, &tx);
                     let last = view.try_nonce(&body.signer).map_err(internal)?;
-                    if body.nonce > last {
+                    let checked = if body.nonce > last {
                         Ok(())
                     } else if let Some(found) = self.committed_result(&view, &id)? {
                         // Idempotent: a transaction already on chain answers with where it
@@ -119,11 +125,15 @@ impl Shared {
                                 body.nonce
                             ),
                         })
-                    }
+                    };
+                    (checked, id)
                 }
             }
         } else {
-            precheck_stateless(ctx, &raw).map(|_| ())
+            match precheck_stateless(ctx, &raw) {
+                Ok((tx, _)) => (Ok(()), medledger_api::tx::tx_id(ctx.suite, &tx)),
+                Err(r) => (Err(r), raw_id()),
+            }
         };
         if let Err(r) = checked {
             self.metrics
