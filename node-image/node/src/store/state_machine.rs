@@ -408,8 +408,21 @@ mod tests {
     }
 
     fn kv(f: &Fixture, view: &super::super::ReadView, n: u64) -> Option<Vec<u8>> {
-        view.kv(&format!("{}/k{n}", hex::encode(f.admin.public())))
-            .unwrap()
+        view.kv(&crate::contracts::identity::kv_key(
+            &f.admin.public(),
+            &format!("k{n}"),
+        ))
+        .unwrap()
+    }
+
+    /// Rows of a table in the file, read past the layers and runs in memory.
+    fn rows_in_file<K: redb::Key + 'static, V: redb::Value + 'static>(
+        store: &Store,
+        table: redb::TableDefinition<K, V>,
+    ) -> u64 {
+        use redb::ReadableTableMetadata;
+        let r = store.db.begin_read().unwrap();
+        r.open_table(table).unwrap().len().unwrap()
     }
 
     #[test]
@@ -451,11 +464,8 @@ mod tests {
         assert_eq!(store.applied().0.map(|l| l.index), Some(2));
     }
 
-    /// Entries in the file's transaction index, read past the in-memory runs.
     fn indexed_in_file(store: &Store) -> u64 {
-        use redb::ReadableTableMetadata;
-        let r = store.db.begin_read().unwrap();
-        r.open_table(super::super::TX_INDEX).unwrap().len().unwrap()
+        rows_in_file(store, super::super::TX_INDEX)
     }
 
     #[test]
@@ -499,11 +509,8 @@ mod tests {
         check(&store);
     }
 
-    /// Records in the file's table, read past the in-memory runs.
     fn records_in_file(store: &Store) -> u64 {
-        use redb::ReadableTableMetadata;
-        let r = store.db.begin_read().unwrap();
-        r.open_table(KV).unwrap().len().unwrap()
+        rows_in_file(store, KV)
     }
 
     #[test]
